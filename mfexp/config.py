@@ -1,0 +1,104 @@
+"""Structured configs: one dataclass per config group, registered in Hydra's ConfigStore.
+
+The YAML files in ``conf/<group>/`` extend these schemas (``defaults: [<group>_schema]``),
+so a mistyped value (``trainer.epochs=ten``) fails at composition, before any work starts.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
+
+
+@dataclass
+class DataConfig:
+    kind: str = "demo"  # "demo" (built-in, generated) or "folder" (class-per-folder images)
+    root: Optional[str] = None  # folder data: DIR/train/<class>/*, optional DIR/test/<class>/*
+    image_size: int = 64
+    channels: Optional[int] = None  # None: 1 if every image is grayscale, else 3
+    val_fraction: float = 0.2  # carved from train, stratified
+    test_fraction: float = 0.2  # only used when DIR/test is absent
+    subset: float = 1.0  # share of the training split used (cheap screening fidelity)
+    seed: int = 0  # split seed, independent of the training seed
+    good_class: Optional[str] = None  # the defect-free class, when there is one
+    cache_dir: Optional[str] = None  # demo data cache; None: ~/.cache/mfexp
+    # demo generator knobs (ignored by folder data)
+    demo_per_class: Dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class ModelConfig:
+    name: str = "resnet18"  # any timm model name
+    pretrained: bool = False  # no model hub here; use checkpoint for local weights
+    checkpoint: Optional[str] = None  # local state_dict (.pth/.safetensors) to start from
+    small_stem: bool = False  # 3x3 stride-1 first conv, no max-pool: for 32-64 px images
+    drop_rate: float = 0.0
+
+
+@dataclass
+class TrainerConfig:
+    epochs: int = 15
+    batch_size: int = 64
+    optimizer: str = "adamw"  # adamw | sgd
+    lr: float = 3e-3
+    weight_decay: float = 0.05
+    momentum: float = 0.9  # sgd only
+    schedule: str = "onecycle"  # onecycle | cosine | constant
+    warmup_fraction: float = 0.15  # onecycle pct_start
+    early_stopping_patience: int = 0  # epochs without val-loss improvement; 0 = off
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    threads: int = 0  # torch intra-op threads; 0 = torch's default
+    num_workers: int = -1  # DataLoader workers; -1 = chosen from the machine
+    channels_last: str = "auto"  # auto (on CUDA) | true | false
+    evaluate_test: bool = True  # screening candidates never touch the test split
+    log_model: bool = True
+    progress: bool = True
+
+
+@dataclass
+class TrackingConfig:
+    uri: Optional[str] = None  # None: $MLFLOW_TRACKING_URI, else sqlite store in ./mlruns
+    store_dir: str = "mlruns"  # default local store, resolved to an absolute path
+    experiment: str = "mfexp"
+    run_name: Optional[str] = None
+    role: str = "baseline"  # baseline | candidate | final | reference (set by the sweeper)
+    parent_run_id: Optional[str] = None  # the sweep run; set by the sweeper
+    tags: Dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class AugmentConfig:
+    """A policy: ``techniques`` maps a technique key to a `_target_` config with ``m`` and ``rr``."""
+
+    _target_: str = "mfexp.policy.Policy"
+    mode: str = "all"  # all: every technique applies with probability rr; trivial: one per image
+    techniques: Dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class SynthConfig:
+    _target_: Optional[str] = None  # None: no synthetic data
+    r: float = 0.0  # synthetic images = r x original training-set size
+
+
+@dataclass
+class Config:
+    data: DataConfig = MISSING
+    model: ModelConfig = MISSING
+    augment: Any = MISSING
+    synth: Any = MISSING
+    trainer: TrainerConfig = MISSING
+    tracking: TrackingConfig = MISSING
+    defaults: List[Any] = field(default_factory=list)
+
+
+def register_configs() -> None:
+    cs = ConfigStore.instance()
+    cs.store(name="config_schema", node=Config)
+    cs.store(group="data", name="data_schema", node=DataConfig)
+    cs.store(group="model", name="model_schema", node=ModelConfig)
+    cs.store(group="trainer", name="trainer_schema", node=TrainerConfig)
+    cs.store(group="tracking", name="tracking_schema", node=TrackingConfig)
