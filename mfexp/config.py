@@ -66,7 +66,7 @@ class TrackingConfig:
     run_name: Optional[str] = None
     role: str = "baseline"  # baseline | candidate | final | reference (set by the sweeper)
     parent_run_id: Optional[str] = None  # the sweep run; set by the sweeper
-    tags: Dict[str, str] = field(default_factory=dict)
+    tags: Dict[str, str] = field(default_factory=dict)  # extra run tags; a key without a dot is logged as mfexp.<key>
 
 
 @dataclass

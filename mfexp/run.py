@@ -89,7 +89,7 @@ def run(cfg: DictConfig) -> float:
         tracking.TAG_FINGERPRINT: splits.fingerprint,
         tracking.TAG_POLICY: name,
         tracking.TAG_ENGINE: mfexp.__version__,
-        **{str(k): str(v) for k, v in cfg.tracking.tags.items()},
+        **{(k if "." in k else f"mfexp.{k}"): str(v) for k, v in cfg.tracking.tags.items()},
     }
     log.info("run %s: policy %s on %d train / %d val / %d test images (%s), experiment %s",
              cfg.tracking.role, name, len(train_set), len(splits.val), len(splits.test), ", ".join(classes), exp_id)

@@ -1,0 +1,50 @@
+"""Settings of the policy-search sweeper, registered as ``hydra/sweeper=mfexp``.
+
+Presets live in ``conf/search/`` (``search=quick``); each is a ``# @package hydra.sweeper`` file.
+"""
+
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional
+
+from hydra.core.config_store import ConfigStore
+
+
+@dataclass
+class Rung:
+    """One screening fidelity, relative to the full budget: a share of the epochs and of the training split."""
+
+    epochs: float = 1.0  # x trainer.epochs (rounded up, at least 1)
+    subset: float = 0.25  # data.subset for the screening runs
+
+
+@dataclass
+class PolicySweeperConf:
+    _target_: str = "hydra_plugins.mfexp_sweeper.sweeper.PolicySweeper"
+    # Techniques in search order (the report's parallel-coordinates axes follow it). Each stage
+    # tries the product of its axis values from `space`, the earlier stages' winners fixed.
+    order: List[str] = field(default_factory=list)
+    # technique -> axis (m | rr | r) -> values. An axis left out keeps `defaults_for_unset`.
+    space: Dict[str, Dict[str, List[float]]] = field(default_factory=dict)
+    # Successive halving: every candidate of a stage runs on rung 0, the best 1/eta go up a rung.
+    rungs: List[Rung] = field(default_factory=lambda: [Rung()])
+    eta: int = 3
+    # A value is kept only if it lowers validation loss by more than this many noise units;
+    # noise = |val-loss difference| of the no-policy screening run at `noise_seeds` seeds.
+    noise_seeds: int = 2
+    noise_factor: float = 1.0
+    min_improvement: float = 0.0  # absolute floor on the required gain
+    # Budget: the search stops opening new stages once any is exceeded (the final trainings still run).
+    max_candidates: int = 60
+    max_full_epochs: float = 0.0  # screening compute in full-data epochs; 0 = unlimited
+    max_minutes: float = 0.0  # wall clock; 0 = unlimited
+    # Full-budget runs at the end; the reference is the zero-search TrivialAugment-style policy.
+    reference: bool = True
+    reference_augment: str = "trivial"
+    report: bool = True
+    model_name: Optional[str] = None  # registry name; None: "<experiment>-classifier"
+    # Optional backend: "staged" (default) or "optuna" (TPE over the same space, same budget).
+    backend: str = "staged"
+    optuna_trials: int = 12
+
+
+ConfigStore.instance().store(group="hydra/sweeper", name="mfexp", node=PolicySweeperConf, provider="mfexp")
