@@ -38,10 +38,20 @@ def setup(uri: str | None, store_dir: str | Path, experiment: str) -> str:
     With the default SQLite store the experiment's artifacts go to ``<store_dir>/artifacts``
     (an absolute path): MLflow would otherwise put them relative to the working directory.
     """
+    import os
+
     uri = resolve_uri(uri, store_dir)
     if uri.startswith("sqlite:///"):
         Path(uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+    # mlflow.set_tracking_uri also exports $MLFLOW_TRACKING_URI; left there, resolve_uri would take
+    # it for the user's choice and every later run in this process (or its children) would ignore
+    # its own tracking.store_dir. Keep the environment as the user set it.
+    user_env = os.environ.get("MLFLOW_TRACKING_URI")
     mlflow.set_tracking_uri(uri)
+    if user_env is None:
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
+    else:
+        os.environ["MLFLOW_TRACKING_URI"] = user_env
     exp = mlflow.get_experiment_by_name(experiment)
     if exp is None:
         location = None
