@@ -18,7 +18,7 @@ from omegaconf import DictConfig
 
 import mfexp
 from mfexp import tracking
-from mfexp.run import load_data
+from mfexp.job import load_data
 
 log = logging.getLogger("mfexp.sweep")
 

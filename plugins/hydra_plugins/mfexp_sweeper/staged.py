@@ -108,7 +108,9 @@ class StagedSearch:
                 continue
             alive = [policy + tuple((tech, a, v) for a, v in vals) for vals in stage_values(self.space[tech])]
             best: Result | None = None
-            for rung in range(self.top + 1):
+            # Halving needs at least eta candidates to drop one; smaller stages go straight to the top rung.
+            first = 0 if len(alive) >= self.eta else self.top
+            for rung in range(first, self.top + 1):
                 rs = [r for r in ev([Candidate(p, rung, 0, si, tech) for p in alive]) if r.ok]
                 if not rs:
                     break
