@@ -6,16 +6,18 @@ from __future__ import annotations
 import logging
 import math
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Any, List, Sequence
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.utils import JobStatus
-from hydra.errors import HydraException
 from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
+
+from mfexp.errors import ConfigError, MfexpError
 
 from .config import PolicySweeperConf
 from .staged import Candidate, Outcome, Result, SearchFailed, StagedSearch
@@ -38,11 +40,22 @@ class PolicySweeper(Sweeper):
             hydra_context=hydra_context, task_function=task_function, config=config)
 
     def sweep(self, arguments: List[str]) -> Any:
+        try:
+            return self._sweep(arguments)
+        except (MfexpError, SearchFailed) as e:
+            # One line and a non-zero exit, as for a single run (mfexp/__main__.py), not a traceback;
+            # the sweep's MLflow run has already been ended FAILED with the error as a tag.
+            log.error("%s", e)
+            print(f"mfexp: error: {e}", file=sys.stderr, flush=True)
+            sys.exit(getattr(e, "exit_code", 1))
+
+    def _sweep(self, arguments: List[str]) -> Any:
         parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
         for o in parser.parse_overrides(arguments):
             if o.is_sweep_override():
-                raise HydraException(f"hydra/sweeper=mfexp searches policies itself; '{o.input_line}' is a sweep "
-                                     "over values: use hydra/sweeper=basic for grids")
+                # The search presets live at hydra.sweeper (conf/search), which the basic sweeper does not accept.
+                raise ConfigError(f"hydra/sweeper=mfexp searches policies itself; '{o.input_line}' is a sweep "
+                                  "over values: use hydra/sweeper=basic ~search for grids")
         self.arguments = list(arguments)
         job_cfg = self.hydra_context.config_loader.load_sweep_config(self.config, self.arguments)
         sweep_dir = Path(self.config.hydra.sweep.dir)
