@@ -152,8 +152,11 @@ class PolicySweeper(Sweeper):
             screening = kind == "candidate"
             tags = dict(tags)
             role = tags.pop("role", "candidate")
-            fixed = [f"tracking.role={role}", f"trainer.evaluate_test={not screening}",
-                     f"trainer.log_model={not screening}"]
+            # Screening never touches the test split nor logs a model; a full run is always tested and logs
+            # its model as the command line says (trainer.log_model, true by default).
+            fixed = [f"tracking.role={role}", f"trainer.evaluate_test={not screening}"]
+            if screening:
+                fixed.append("trainer.log_model=False")
             key = self.run.candidate_key(sorted(defining + fixed))
             found = self.run.finished(key)
             if found is not None:
