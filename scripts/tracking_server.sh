@@ -128,10 +128,16 @@ database_uri = $(db_uri mlflow_auth)
 admin_username = admin
 admin_password = $(cat "$STATE/admin.password")
 authorization_function = mlflow.server.auth:authenticate_request_basic_auth
+# A credential check is a PBKDF2 hash: cache it per worker for 60 s, or every metric write pays for it.
+auth_cache_ttl_seconds = 60
 EOF
         chmod 600 "$STATE/basic_auth.ini"
+        [[ -f $STATE/flask.secret ]] || {
+            head -c 32 /dev/urandom | base64 | tr -dc 'A-Za-z0-9' > "$STATE/flask.secret"
+            chmod 600 "$STATE/flask.secret"; }
         args+=(--app-name basic-auth)
-        envs+=("MLFLOW_AUTH_CONFIG_PATH=$STATE/basic_auth.ini")
+        # CSRF protection of the auth app's forms needs one secret shared by all workers and restarts.
+        envs+=("MLFLOW_AUTH_CONFIG_PATH=$STATE/basic_auth.ini" "MLFLOW_FLASK_SERVER_SECRET_KEY=$(cat "$STATE/flask.secret")")
     fi
     # Own session: `stop` ends the server and its workers as one process group.
     env "${envs[@]}" setsid "$mlflow" "${args[@]}" >>"$STATE/server.log" 2>&1 < /dev/null &
