@@ -1,0 +1,391 @@
+"""Everything the report shows, read back from MLflow (never from the sweeper's memory).
+
+`collect` takes a sweep (parent) run id and returns a `SweepData`: the sweep's settings and
+outcome tags, its finished candidates, the full-budget runs (baseline, final, reference) with
+their logged test predictions and dataset description, the best run by the issue's rule, and
+the per-technique validation-loss steps of the waterfall.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import tempfile
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from mlflow.entities import Run
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+from mfexp import tracking
+from mfexp.errors import MfexpError
+from mfexp.metrics import classification_metrics, frame_to_arrays
+
+FULL_ROLES = ("baseline", "final", "reference")
+ROLE_LABELS = {"baseline": "baseline (no policy)", "final": "searched policy", "reference": "TrivialAugment reference"}
+TAG_PARENT = "mlflow.parentRunId"
+
+
+class ReportError(MfexpError):
+    """The report cannot be made from what MLflow holds."""
+
+
+class UnknownRunError(ReportError):
+    """A run id or experiment that the tracking store does not know."""
+
+
+class NotASweepError(ReportError):
+    """The run exists but is not a sweep (parent) run."""
+
+
+class IncompleteSweepError(ReportError):
+    """The sweep lacks what the report needs: a finished candidate, a baseline, test predictions."""
+
+
+# ------------------------------------------------------------------------------------------ runs
+@dataclass(frozen=True)
+class RunInfo:
+    """One MLflow run as the report needs it (a plain copy of MLflow's entity)."""
+
+    run_id: str
+    name: str
+    status: str
+    start_time: int
+    tags: dict[str, str]
+    params: dict[str, str]
+    metrics: dict[str, float]
+
+    @classmethod
+    def of(cls, run: Run) -> RunInfo:
+        return cls(run.info.run_id, run.info.run_name or "", run.info.status, run.info.start_time or 0,
+                   dict(run.data.tags), dict(run.data.params), dict(run.data.metrics))
+
+    @property
+    def role(self) -> str:
+        return self.tags.get(tracking.TAG_ROLE, "")
+
+    @property
+    def policy(self) -> str:
+        return self.tags.get(tracking.TAG_POLICY, "")
+
+    @property
+    def fingerprint(self) -> str:
+        return self.tags.get(tracking.TAG_FINGERPRINT, "")
+
+    @property
+    def stage(self) -> int | None:
+        try:
+            return int(self.tags["mfexp.stage"])
+        except (KeyError, ValueError):
+            return None
+
+    @property
+    def technique(self) -> str:
+        return self.tags.get("mfexp.technique", "")
+
+    @property
+    def stage_winner(self) -> bool:
+        return self.tags.get("mfexp.stage_winner", "").lower() == "true"
+
+    @property
+    def fidelity(self) -> str:
+        return self.tags.get("mfexp.fidelity", "")
+
+    def axis_value(self, axis: str) -> float:
+        """The value of search axis ``axis`` (``rotate.m``) in this run; 0 (identity) when not logged."""
+        try:
+            value = float(self.params[f"policy.{axis}"])
+        except (KeyError, ValueError):
+            return 0.0
+        return value if math.isfinite(value) else 0.0
+
+
+@dataclass(frozen=True)
+class Evaluated:
+    """A full-budget run with its logged test predictions and dataset description."""
+
+    run: RunInfo
+    y_true: np.ndarray
+    y_pred: np.ndarray
+    prob: np.ndarray
+    classes: list[str]
+    dataset: dict  # dataset.json: classes, good_class, fingerprint, image_size, channels, counts
+    policy: dict  # policy.json: mode, canonical (identity-free settings), name, ...
+
+    def metric(self, key: str) -> float:
+        return float(self.run.metrics[key])
+
+    @property
+    def role(self) -> str:
+        return self.run.role
+
+    def settings(self, order: list[str] | None = None) -> dict[str, dict[str, float]]:
+        """The policy's non-identity settings (policy.json's canonical form plus synthetic data), in search order."""
+        canonical = {k: dict(v) for k, v in (self.policy.get("canonical") or {}).items() if isinstance(v, dict)}
+        r = self.run.axis_value("synthetic.r")
+        if r > 0:
+            canonical["synthetic"] = {"r": r}
+        techniques = [a.rpartition(".")[0] for a in order or []]
+        rank = {t: i for i, t in enumerate(dict.fromkeys(techniques))}
+        return dict(sorted(canonical.items(), key=lambda kv: (rank.get(kv[0], len(rank)), kv[0])))
+
+    @property
+    def mode(self) -> str:
+        return str(self.policy.get("mode", self.run.params.get("augment.mode", "all")))
+
+
+@dataclass(frozen=True)
+class Step:
+    """One bar of the waterfall: a kept technique's stage winner against the previous winner."""
+
+    technique: str
+    stage: int
+    run_id: str
+    before: float
+    after: float
+
+    @property
+    def gain(self) -> float:
+        return self.before - self.after
+
+
+@dataclass
+class SweepData:
+    tracking_uri: str
+    experiment_id: str
+    experiment_name: str
+    sweep: RunInfo
+    axes: list[str]
+    candidates: list[RunInfo]  # finished candidate runs
+    full: dict[str, Evaluated]  # role -> run; baseline always, final / reference when present
+    best_role: str
+    searched: RunInfo  # the sweep's winning searched policy: final run, else the baseline (nothing kept)
+    kept: list[str]
+    rejected: list[str]
+    screen_start: RunInfo | None  # stage-0 screening baseline (waterfall start)
+    steps: list[Step]
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def baseline(self) -> Evaluated:
+        return self.full["baseline"]
+
+    @property
+    def best(self) -> Evaluated:
+        return self.full[self.best_role]
+
+    @property
+    def classes(self) -> list[str]:
+        return self.baseline.classes
+
+    @property
+    def engine_version(self) -> str:
+        return self.sweep.tags.get(tracking.TAG_ENGINE) or self.best.run.tags.get(tracking.TAG_ENGINE, "?")
+
+    def sweep_metric(self, key: str) -> float | None:
+        v = self.sweep.metrics.get(key)
+        return float(v) if v is not None else None
+
+
+# ------------------------------------------------------------------------------------- lookups
+def _quote(value: str) -> str:
+    return "'" + str(value).replace("'", "\\'") + "'"
+
+
+def search_all(client: MlflowClient, experiment_ids: list[str], filter_string: str, order_by: list[str] | None = None) -> list[Run]:
+    runs: list[Run] = []
+    token = None
+    while True:
+        page = client.search_runs(experiment_ids, filter_string, max_results=1000, order_by=order_by, page_token=token)
+        runs.extend(page)
+        token = page.token
+        if not token:
+            return runs
+
+
+def get_run(client: MlflowClient, run_id: str, what: str = "run") -> Run:
+    try:
+        return client.get_run(run_id)
+    except MlflowException as e:
+        if getattr(e, "error_code", "") in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND") or \
+                "not found" in str(e).lower() or "does not exist" in str(e).lower():
+            raise UnknownRunError(f"{what} {run_id} does not exist in the tracking store {client.tracking_uri}") from None
+        raise
+
+
+def latest_sweep(client: MlflowClient, experiment: str) -> str:
+    """The run id of the most recently started sweep of ``experiment``."""
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None:
+        raise UnknownRunError(f"experiment '{experiment}' does not exist in the tracking store {client.tracking_uri}")
+    runs = client.search_runs([exp.experiment_id], f"tags.`{tracking.TAG_ROLE}` = 'sweep'",
+                              max_results=1, order_by=["attributes.start_time DESC"])
+    if not runs:
+        raise IncompleteSweepError(f"experiment '{experiment}' has no sweep run (tag {tracking.TAG_ROLE}=sweep): "
+                                   f"run a policy search first (python -m mfexp -m)")
+    return runs[0].info.run_id
+
+
+def _download(client: MlflowClient, run_id: str, path: str, dst: Path) -> Path | None:
+    import mlflow.artifacts
+
+    try:
+        return Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=path, dst_path=str(dst),
+                                                        tracking_uri=client.tracking_uri))
+    except (MlflowException, OSError):
+        return None
+
+
+def _evaluated(client: MlflowClient, run: RunInfo, tmp: Path) -> Evaluated:
+    label = f"{run.role} run {run.run_id}"
+    missing = [k for k in ("best_val_loss", "test_error_rate", "test_accuracy") if k not in run.metrics]
+    if missing:
+        raise IncompleteSweepError(f"{label} has no metric {', '.join(missing)}: it did not finish its test evaluation")
+    folder = tmp / run.run_id
+    folder.mkdir(parents=True, exist_ok=True)
+    csv = _download(client, run.run_id, "test_predictions.csv", folder)
+    if csv is None:
+        raise IncompleteSweepError(f"{label} has no artifact test_predictions.csv")
+    df = pd.read_csv(csv)
+    y_true, prob, classes = frame_to_arrays(df)
+    y_pred = df["y_pred"].to_numpy(np.int64) if "y_pred" in df else prob.argmax(1)
+    ds_path = _download(client, run.run_id, "dataset.json", folder)
+    dataset = json.loads(ds_path.read_text()) if ds_path is not None else {}
+    pol_path = _download(client, run.run_id, "policy.json", folder)
+    policy = json.loads(pol_path.read_text()) if pol_path is not None else {}
+    if dataset.get("classes") and list(dataset["classes"]) != classes:
+        raise IncompleteSweepError(f"{label}: dataset.json classes {dataset['classes']} differ from test_predictions.csv {classes}")
+    return Evaluated(run, y_true, y_pred, prob, classes, dataset, policy)
+
+
+def _pick(children: Iterable[RunInfo], role: str, preferred: str | None) -> RunInfo | None:
+    finished = [r for r in children if r.role == role and r.status == "FINISHED"]
+    if preferred:
+        for r in finished:
+            if r.run_id == preferred:
+                return r
+    return max(finished, key=lambda r: r.start_time) if finished else None
+
+
+def best_role(full: dict[str, Evaluated]) -> str:
+    """The issue's rule: lowest best_val_loss among the full-budget runs; ties broken by test_error_rate."""
+    order = {role: i for i, role in enumerate(FULL_ROLES)}  # a full tie keeps the simpler policy
+    return min(full, key=lambda role: (full[role].metric("best_val_loss"), full[role].metric("test_error_rate"), order[role]))
+
+
+def _waterfall(candidates: list[RunInfo], kept: list[str], notes: list[str]) -> tuple[RunInfo | None, list[Step]]:
+    winners = sorted((r for r in candidates if r.stage_winner and r.stage is not None and "best_val_loss" in r.metrics),
+                     key=lambda r: (r.stage, -r.start_time))
+    start = next((r for r in winners if r.stage == 0), None)
+    if start is None:
+        notes.append("No stage-0 screening baseline (candidate with mfexp.stage=0 and mfexp.stage_winner=true) "
+                     "was found, so the validation-loss waterfall is empty.")
+        return None, []
+    by_technique: dict[str, RunInfo] = {}
+    for r in winners:
+        if r.stage and r.technique in kept and r.technique not in by_technique:
+            by_technique[r.technique] = r
+    steps: list[Step] = []
+    previous = start
+    for r in sorted(by_technique.values(), key=lambda r: r.stage):
+        steps.append(Step(r.technique, int(r.stage), r.run_id, previous.metrics["best_val_loss"], r.metrics["best_val_loss"]))
+        previous = r
+    lost = [t for t in kept if t not in by_technique]
+    if lost:
+        notes.append(f"Kept technique(s) {', '.join(lost)} have no stage-winner candidate run, so no waterfall bar.")
+    return start, steps
+
+
+@contextlib.contextmanager
+def _no_progress_bars():
+    """MLflow draws a progress bar per artifact download; a report downloads a handful."""
+    key = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
+    old = os.environ.get(key)
+    os.environ[key] = "false"
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = old
+
+
+def _split(tag: str | None) -> list[str]:
+    return [t.strip() for t in (tag or "").split(",") if t.strip()]
+
+
+def collect(client: MlflowClient, sweep_run_id: str) -> SweepData:
+    """Read a sweep and everything the report needs from MLflow."""
+    sweep = RunInfo.of(get_run(client, sweep_run_id, "sweep run"))
+    if sweep.role != "sweep":
+        raise NotASweepError(f"run {sweep_run_id} is not a sweep run (tag {tracking.TAG_ROLE}={sweep.role or 'unset'}); "
+                             "give the parent run of a policy search")
+    exp_id = get_run(client, sweep_run_id).info.experiment_id
+    experiment = client.get_experiment(exp_id)
+    children = [RunInfo.of(r) for r in search_all(client, [exp_id], f"tags.`{TAG_PARENT}` = {_quote(sweep_run_id)}")]
+    notes: list[str] = []
+
+    candidates = sorted((r for r in children if r.role == "candidate" and r.status == "FINISHED" and "best_val_loss" in r.metrics),
+                        key=lambda r: (r.stage if r.stage is not None else 10**9, r.start_time))
+    if not candidates:
+        raise IncompleteSweepError(f"sweep {sweep_run_id} has no finished candidate run: nothing was searched "
+                                   f"({len(children)} child run(s))")
+
+    tags = sweep.tags
+    preferred = {"baseline": tags.get("mfexp.baseline_run_id"), "reference": tags.get("mfexp.reference_run_id"),
+                 "final": tags.get("mfexp.best_run_id")}
+    picked = {role: _pick(children, role, preferred[role]) for role in FULL_ROLES}
+    if picked["baseline"] is None:
+        raise IncompleteSweepError(f"sweep {sweep_run_id} has no finished baseline run (child run with "
+                                   f"{tracking.TAG_ROLE}=baseline): the no-policy model to compare against is missing")
+    with tempfile.TemporaryDirectory(prefix="mfexp-report-") as tmp, _no_progress_bars():
+        full = {role: _evaluated(client, run, Path(tmp)) for role, run in picked.items() if run is not None}
+    base = full["baseline"]
+    for role, ev in full.items():
+        if role == "baseline":
+            continue
+        if ev.run.fingerprint != base.run.fingerprint or ev.classes != base.classes or not np.array_equal(ev.y_true, base.y_true):
+            raise IncompleteSweepError(f"{role} run {ev.run.run_id} was tested on other data than baseline run "
+                                       f"{base.run.run_id} (fingerprint or test labels differ): the comparison is not paired")
+
+    for role, ev in full.items():  # the logged metrics must be what the logged predictions say
+        again = classification_metrics(ev.y_true, ev.prob, ev.classes, prefix="test_")
+        off = [k for k, v in again.items() if k != "test_loss" and k in ev.run.metrics and abs(ev.run.metrics[k] - v) > 1e-6]
+        if off:
+            notes.append(f"The {role} run's logged metrics {', '.join(off[:4])} differ from a recomputation from its "
+                         "test_predictions.csv; the report shows the logged metrics.")
+
+    role = best_role(full)
+    if tags.get("mfexp.best_run_id") and tags["mfexp.best_run_id"] != full[role].run.run_id:
+        notes.append(f"The sweep's tag mfexp.best_run_id ({tags['mfexp.best_run_id']}) differs from the best run by the "
+                     f"report's rule ({full[role].run.run_id}); the report follows the rule.")
+    if role == "baseline":
+        notes.append("No full-budget policy beat the baseline on validation loss: the best run is the baseline itself, "
+                     "so every 'optimal vs baseline' difference below is zero.")
+    elif role == "reference":
+        notes.append("The best full-budget run is the zero-search TrivialAugment-style reference, not the searched policy.")
+
+    axes = _split(sweep.params.get("search.axes"))
+    if not axes:
+        seen: dict[str, None] = {}
+        for r in candidates:
+            for k in r.params:
+                if k.startswith("policy."):
+                    seen.setdefault(k[len("policy."):])
+        axes = [a for a in seen if len({r.axis_value(a) for r in candidates}) > 1] or list(seen)
+        notes.append("The sweep has no search.axes param; the parallel-coordinates axes are the policy params that vary.")
+
+    kept, rejected = _split(tags.get("mfexp.kept")), _split(tags.get("mfexp.rejected"))
+    if "mfexp.kept" not in tags:
+        notes.append("The sweep has no mfexp.kept tag (it may not have finished); no technique is counted as kept.")
+    start, steps = _waterfall(candidates, kept, notes)
+    searched = full["final"].run if "final" in full else base.run
+    return SweepData(tracking_uri=client.tracking_uri, experiment_id=exp_id, experiment_name=experiment.name,
+                     sweep=sweep, axes=axes, candidates=candidates, full=full, best_role=role, searched=searched,
+                     kept=kept, rejected=rejected, screen_start=start, steps=steps, notes=notes)
