@@ -108,7 +108,7 @@ def build_model(
         raise ConfigError(
             f"data.image_size={image_size}: too small for {name} (downsamples {reduction}x); use a larger size or model.small_stem=true"
         )
-    if image_size // reduction < 4:
+    if image_size // reduction < 4 and not small_stem:
         log.info("%s leaves a %dx%d final feature map at %d px; model.small_stem=true keeps more detail",
                  name, image_size // reduction, image_size // reduction, image_size)
     return Classifier(Normalize(mean, std), backbone)

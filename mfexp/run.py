@@ -97,4 +97,6 @@ def log_model(model: torch.nn.Module, example_images: np.ndarray) -> None:
     example = (example_images.transpose(0, 3, 1, 2).astype(np.float32) / 255.0)  # batch of 2 keeps N dynamic
     with torch.no_grad():
         out = served(torch.from_numpy(example)).numpy()
-    mlflow.pytorch.log_model(served, name="model", signature=infer_signature(example, out), input_example=example)
+    # Explicit requirements: MLflow would otherwise infer them in a subprocess (~30 s per model).
+    mlflow.pytorch.log_model(served, name="model", signature=infer_signature(example, out), input_example=example,
+                             pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", f"numpy=={np.__version__}"])
