@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -23,7 +22,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import ROOT, TINY_DEMO, TINY_TRAIN, MlflowStore, mfexp_cli
 from hydra_plugins.mfexp_sweeper.staged import Candidate, Result, SearchFailed, StagedSearch
 
@@ -146,7 +144,7 @@ def test_failing_candidates_do_not_stop_the_search():
 
 def test_budget_exhaustion_marks_the_remaining_stages_not_searched():
     fake = Fake({("a", "m", 0.5): -0.3})
-    budget = lambda: len(fake.evaluated) < 3  # noqa: E731 - two baseline seeds + one candidate
+    budget = lambda: len(fake.evaluated) < 3
     out = search(["a", "b", "c"], {"a": ONE, "b": ONE, "c": ONE}, noise_seeds=2, budget_left=budget).run(fake)
     assert out.kept == ["a"]
     assert out.rejected == {"b": "not searched (budget)", "c": "not searched (budget)"}
@@ -173,13 +171,6 @@ def test_on_off_techniques_fix_m_and_the_policy_maps_to_augment_overrides():
 
 
 # -- end to end --------------------------------------------------------------------------------------
-
-def _store(tmp: Path, template: Path) -> MlflowStore:
-    store_dir = tmp / "mlruns"
-    store_dir.mkdir(parents=True)
-    shutil.copyfile(template, store_dir / "mlflow.db")  # migrated once per session (conftest)
-    return MlflowStore(store_dir)
-
 
 def _args(store: MlflowStore, tmp: Path, *extra: str) -> list[str]:
     return [*SWEEP, *store.overrides, f"hydra.sweep.dir={tmp / 'multirun'}", *extra]
@@ -225,11 +216,11 @@ def _assert_well_formed(runs, output: str) -> tuple:
 
 
 @pytest.fixture(scope="module")
-def sweep(tmp_path_factory, _migrated_db):
+def sweep(tmp_path_factory, mlflow_store_factory):
     """flip, then cutout forced to fail (m=2.0 is outside [0, 1]); one noise seed and a negative floor
     make flip's verdict certain (kept), so the full-budget final run always exists; with the reference."""
     tmp = tmp_path_factory.mktemp("sweep")
-    store = _store(tmp, _migrated_db)
+    store = mlflow_store_factory(tmp / "mlruns")
     proc = mfexp_cli(_args(store, tmp, "hydra.sweeper.order=[flip,cutout]", "hydra.sweeper.space.cutout.m=[2.0]",
                            "hydra.sweeper.noise_seeds=1", "hydra.sweeper.min_improvement=-1000"),
                      tmp, ENV, timeout=900)
@@ -393,38 +384,40 @@ def test_hydra_basic_sweeper_still_runs_grids(tmp_path, mlflow_store):
 
 # -- plugin discovery ------------------------------------------------------------------------------
 
-DISCOVER = ("from hydra.core.plugins import Plugins; from hydra.plugins.sweeper import Sweeper; import inspect; "
-            "[print('SWEEPER', c.__module__, c.__name__, inspect.getfile(c)) for c in Plugins.instance().discover(Sweeper)]")
+DISCOVER = ("import inspect; from hydra.core.plugins import Plugins; from hydra.plugins.sweeper import Sweeper\n"
+            "for c in Plugins.instance().discover(Sweeper):\n"
+            "    print('SWEEPER', c.__module__, c.__name__, inspect.getfile(c))")
 
 
-def _fresh_venv(path: Path) -> Path:
-    """A new virtualenv without the project: the project venv's packages (torch, hydra, ...) are reachable
-    through a plain path entry, which does not run that venv's .pth files (its editable mfexp)."""
-    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(path)], check=True)
-    python = path / "bin" / "python"
-    purelib = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                             check=True, capture_output=True, text=True).stdout.strip()
+def _fresh_venv(path: Path) -> tuple[Path, Path]:
+    """A new virtualenv without the project: (its python, its site-packages). The project venv's packages
+    (torch, hydra, ...) are reachable through a plain path entry, which does not run that venv's .pth
+    files (its editable mfexp)."""
     import sysconfig
 
-    (Path(purelib) / "_deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
-    return python
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(path)], check=True)
+    python = path / "bin" / "python"
+    site = Path(subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                               check=True, capture_output=True, text=True).stdout.strip())
+    (site / "_deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    return python, site
 
 
 def _pip(*args: str) -> None:
     proc = subprocess.run([sys.executable, "-m", "pip", "--disable-pip-version-check", *args],
-                          capture_output=True, text=True, timeout=600)
+                          capture_output=True, text=True, timeout=600, check=False)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
 
 
 def _assert_policy_sweeper_found(python: Path, cwd: Path, expected_dir: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     info = subprocess.run([str(python), "-m", "mfexp", "--info", "plugins"], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=300)
+                          capture_output=True, text=True, timeout=300, check=False)
     assert info.returncode == 0, info.stderr[-3000:]
     section = info.stdout.split("Sweeper:", 1)[1].split("\n\n", 1)[0]
     assert "PolicySweeper" in section, info.stdout
     found = subprocess.run([str(python), "-c", DISCOVER], cwd=cwd, env=env, capture_output=True, text=True,
-                           timeout=300)
+                           timeout=300, check=False)
     assert found.returncode == 0, found.stderr[-3000:]
     (line,) = [x for x in found.stdout.splitlines() if " PolicySweeper " in x]
     _, module, _, file = line.split(" ", 3)
@@ -437,12 +430,10 @@ def test_policy_sweeper_is_discovered_from_a_wheel_and_from_an_editable_install(
     # Non-editable: build the wheel, install it alone into a fresh venv, run from outside the checkout.
     _pip("wheel", "--no-deps", "-q", "-w", str(tmp_path / "dist"), str(ROOT))
     (wheel,) = (tmp_path / "dist").glob("mfexp-*.whl")
-    python = _fresh_venv(tmp_path / "wheel-venv")
-    site = Path(subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                               check=True, capture_output=True, text=True).stdout.strip())
+    python, site = _fresh_venv(tmp_path / "wheel-venv")
     _pip("install", "--no-deps", "--no-index", "-q", "--target", str(site), str(wheel))
     _assert_policy_sweeper_found(python, tmp_path, site)
     # Editable, as the README installs it (pip install -e .), into another fresh venv.
-    python = _fresh_venv(tmp_path / "editable-venv")
+    python, _ = _fresh_venv(tmp_path / "editable-venv")
     _pip("--python", str(python), "install", "--no-deps", "-q", "-e", str(ROOT))
     _assert_policy_sweeper_found(python, tmp_path, ROOT / "plugins")
