@@ -20,7 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 from mfexp.errors import ConfigError, MfexpError
 
 from .config import PolicySweeperConf
-from .staged import Candidate, Outcome, Result, SearchFailed, StagedSearch
+from .staged import Candidate, OptunaSearch, Outcome, Result, SearchFailed, StagedSearch
 
 log = logging.getLogger("mfexp.sweep")
 
@@ -83,8 +83,15 @@ class PolicySweeper(Sweeper):
     def _search(self) -> Outcome:
         s = self.s
         space = {t: dict(s.space[t]) for t in s.order}
-        search = StagedSearch(s.order, space, len(s.rungs), s.eta, s.noise_seeds, s.noise_factor,
-                              s.min_improvement, budget_left=self._budget_left, log=log.info)
+        if s.backend == "optuna":
+            n_jobs = OmegaConf.select(self.config, "hydra.launcher.n_jobs", default=1) or 1
+            search = OptunaSearch(s.order, space, len(s.rungs), s.optuna_trials, max(1, n_jobs), s.noise_seeds,
+                                  s.noise_factor, s.min_improvement, budget_left=self._budget_left, log=log.info)
+        elif s.backend == "staged":
+            search = StagedSearch(s.order, space, len(s.rungs), s.eta, s.noise_seeds, s.noise_factor,
+                                  s.min_improvement, budget_left=self._budget_left, log=log.info)
+        else:
+            raise ConfigError(f"hydra.sweeper.backend={s.backend}: use staged or optuna")
         return search.run(self._evaluate)
 
     def _budget_left(self) -> bool:
