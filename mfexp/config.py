@@ -92,6 +92,7 @@ class Config:
     synth: Any = MISSING
     trainer: TrainerConfig = MISSING
     tracking: TrackingConfig = MISSING
+    search: Any = None  # policy-search settings, read by the sweeper (conf/search, hydra_plugins/mfexp_sweeper)
     defaults: List[Any] = field(default_factory=list)
 
 

@@ -7,7 +7,7 @@
   a failing baseline, resume after SIGKILL, the joblib launcher, Hydra's basic sweeper, and
   plugin discovery from a wheel and from an editable install in fresh virtualenvs.
 
-Sweeps here search two techniques at most, on one rung, with ``hydra.sweeper.report=false``
+Sweeps here search two techniques at most, on one rung, with ``search.report=false``
 (the report has its own tests) and ``trainer.log_model=false`` (the sweeper honours it).
 """
 from __future__ import annotations
@@ -23,11 +23,11 @@ from pathlib import Path
 
 import pytest
 from conftest import ROOT, TINY_DEMO, TINY_TRAIN, MlflowStore, mfexp_cli
-from hydra_plugins.mfexp_sweeper.staged import Candidate, Result, SearchFailed, StagedSearch
+from hydra_plugins.mfexp_sweeper.staged import Candidate, OptunaSearch, Result, SearchFailed, StagedSearch
 
 ENV = {"PYTHONUNBUFFERED": "1", "NO_ALBUMENTATIONS_UPDATE": "1", "HF_HUB_OFFLINE": "1"}
 # The cheapest search that still has stages: quick's single rung, no reference, no report.
-SWEEP = ["-m", "search=quick", *TINY_DEMO, *TINY_TRAIN, "hydra.sweeper.report=false"]
+SWEEP = ["-m", "search=quick", *TINY_DEMO, *TINY_TRAIN, "search.report=false"]
 ROLE, PARENT, CAND = "mfexp.role", "mlflow.parentRunId", "mfexp.candidate"
 
 
@@ -162,6 +162,21 @@ def test_a_technique_without_values_is_refused_up_front():
         search(["a", "b"], {"a": ONE})
 
 
+def test_optuna_backend_finds_the_helpful_technique_and_leaves_the_harmful_one_out():
+    fake = Fake({("a", "m", 0.5): -0.3, ("b", "m", 0.5): 0.4})
+    out = OptunaSearch(["a", "b"], {"a": ONE, "b": ONE}, 1, trials=8, batch=2, noise_seeds=2,
+                       log=lambda msg: None).run(fake)
+    assert out.kept == ["a"] and out.policy == (("a", "m", 0.5),)
+    assert out.rejected == {"b": "not chosen by TPE"}
+    assert len(fake.evaluated) == 2 + 8  # noise seeds, then every trial on the top rung
+
+
+def test_optuna_backend_keeps_no_policy_when_nothing_beats_the_noise():
+    fake = Fake({("a", "m", 0.5): 0.2})
+    out = OptunaSearch(["a"], {"a": ONE}, 1, trials=3, noise_seeds=2, log=lambda msg: None).run(fake)
+    assert out.policy == () and out.kept == [] and out.incumbent is out.screen_baseline
+
+
 def test_on_off_techniques_fix_m_and_the_policy_maps_to_augment_overrides():
     from hydra_plugins.mfexp_sweeper.sweeper import PolicySweeper
 
@@ -221,8 +236,8 @@ def sweep(tmp_path_factory, mlflow_store_factory):
     make flip's verdict certain (kept), so the full-budget final run always exists; with the reference."""
     tmp = tmp_path_factory.mktemp("sweep")
     store = mlflow_store_factory(tmp / "mlruns")
-    proc = mfexp_cli(_args(store, tmp, "hydra.sweeper.order=[flip,cutout]", "hydra.sweeper.space.cutout.m=[2.0]",
-                           "hydra.sweeper.noise_seeds=1", "hydra.sweeper.min_improvement=-1000"),
+    proc = mfexp_cli(_args(store, tmp, "search.order=[flip,cutout]", "search.space.cutout.m=[2.0]",
+                           "search.noise_seeds=1", "search.min_improvement=-1000"),
                      tmp, ENV, timeout=900)
     output = proc.stdout + proc.stderr
     assert proc.returncode == 0, output[-5000:]
@@ -302,13 +317,13 @@ def test_a_sweep_over_values_is_refused_with_the_way_to_grid_search(tmp_path, ml
     proc = mfexp_cli(["-m", "augment=none,trivial", *mlflow_store.overrides, f"hydra.sweep.dir={tmp_path}/m"],
                      tmp_path, ENV)
     assert proc.returncode == 2
-    assert "hydra/sweeper=basic ~search" in proc.stderr and "Traceback" not in proc.stderr
+    assert "hydra/sweeper=basic" in proc.stderr and "Traceback" not in proc.stderr
 
 
 @pytest.mark.slow
 def test_a_killed_sweep_resumes_without_rerunning_finished_candidates(tmp_path, mlflow_store):
-    args = _args(mlflow_store, tmp_path, "hydra.sweeper.order=[flip,cutout]", "hydra.sweeper.noise_seeds=2",
-                 "hydra.sweeper.space.cutout.m=[0.5,1.0]", "hydra.sweeper.reference=false")
+    args = _args(mlflow_store, tmp_path, "search.order=[flip,cutout]", "search.noise_seeds=2",
+                 "search.space.cutout.m=[0.5,1.0]", "search.reference=false")
     client = mlflow_store.client()
     log1 = tmp_path / "first.log"
     with open(log1, "w") as out:
@@ -359,8 +374,8 @@ def test_a_killed_sweep_resumes_without_rerunning_finished_candidates(tmp_path, 
 @pytest.mark.slow
 def test_joblib_launcher_runs_candidates_in_parallel_processes(tmp_path, mlflow_store):
     args = _args(mlflow_store, tmp_path, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
-                 "hydra.sweeper.order=[cutout]", "hydra.sweeper.space.cutout.m=[0.5,1.0]",
-                 "hydra.sweeper.noise_seeds=2", "hydra.sweeper.reference=false")
+                 "search.order=[cutout]", "search.space.cutout.m=[0.5,1.0]",
+                 "search.noise_seeds=2", "search.reference=false")
     proc = mfexp_cli(args, tmp_path, ENV, timeout=900)
     output = proc.stdout + proc.stderr
     assert proc.returncode == 0, output[-5000:]
@@ -373,7 +388,7 @@ def test_joblib_launcher_runs_candidates_in_parallel_processes(tmp_path, mlflow_
 
 @pytest.mark.slow
 def test_hydra_basic_sweeper_still_runs_grids(tmp_path, mlflow_store):
-    proc = mfexp_cli(["-m", "hydra/sweeper=basic", "~search", "augment=none,trivial", *TINY_DEMO, *TINY_TRAIN,
+    proc = mfexp_cli(["-m", "hydra/sweeper=basic", "augment=none,trivial", *TINY_DEMO, *TINY_TRAIN,
                       *mlflow_store.overrides, f"hydra.sweep.dir={tmp_path / 'multirun'}"], tmp_path, ENV)
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-5000:]
     runs = mlflow_store.runs()

@@ -1,6 +1,8 @@
-"""Settings of the policy-search sweeper, registered as ``hydra/sweeper=mfexp``.
+"""The policy-search sweeper (``hydra/sweeper=mfexp``) and its search settings.
 
-Presets live in ``conf/search/`` (``search=quick``); each is a ``# @package hydra.sweeper`` file.
+The settings are the job config's ``search`` node (presets in ``conf/search/``: ``search=quick``,
+overrides ``search.order=[flip,cutout]``), not ``hydra.sweeper``: so Hydra's basic sweeper, which
+accepts no unknown keys, still composes the same config.
 """
 
 from dataclasses import dataclass, field
@@ -18,8 +20,7 @@ class Rung:
 
 
 @dataclass
-class PolicySweeperConf:
-    _target_: str = "hydra_plugins.mfexp_sweeper.sweeper.PolicySweeper"
+class SearchConf:
     # Techniques in search order (the report's parallel-coordinates axes follow it). Each stage
     # tries the product of its axis values from `space`, the earlier stages' winners fixed.
     order: List[str] = field(default_factory=list)
@@ -47,4 +48,10 @@ class PolicySweeperConf:
     optuna_trials: int = 12
 
 
+@dataclass
+class PolicySweeperConf:
+    _target_: str = "hydra_plugins.mfexp_sweeper.sweeper.PolicySweeper"
+
+
 ConfigStore.instance().store(group="hydra/sweeper", name="mfexp", node=PolicySweeperConf, provider="mfexp")
+ConfigStore.instance().store(group="search", name="search_schema", node=SearchConf, provider="mfexp")

@@ -74,7 +74,7 @@ class StagedSearch:
                  budget_left: Callable[[], bool] = lambda: True, log: Callable[[str], None] = print):
         missing = [t for t in order if t not in space or not space[t]]
         if missing:
-            raise ValueError(f"hydra.sweeper.space has no values for {missing}")
+            raise ValueError(f"search.space has no values for {missing}")
         self.order, self.space, self.top = list(order), space, n_rungs - 1
         self.eta, self.noise_seeds, self.noise_factor, self.min_improvement = max(2, eta), max(1, noise_seeds), noise_factor, min_improvement
         self.budget_left, self.log = budget_left, log

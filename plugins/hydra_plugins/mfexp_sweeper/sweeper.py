@@ -19,7 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from mfexp.errors import ConfigError, MfexpError
 
-from .config import PolicySweeperConf
+from .config import SearchConf
 from .staged import Candidate, OptunaSearch, Outcome, Result, SearchFailed, StagedSearch
 
 log = logging.getLogger("mfexp.sweep")
@@ -28,9 +28,8 @@ ON_OFF = {"flip", "d4"}  # techniques without a strength: m is fixed at 1, only 
 
 
 class PolicySweeper(Sweeper):
-    def __init__(self, **settings: Any) -> None:
+    def __init__(self) -> None:
         super().__init__()
-        self.s = OmegaConf.merge(OmegaConf.structured(PolicySweeperConf), settings)
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
         from hydra.core.plugins import Plugins
@@ -53,11 +52,11 @@ class PolicySweeper(Sweeper):
         parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
         for o in parser.parse_overrides(arguments):
             if o.is_sweep_override():
-                # The search presets live at hydra.sweeper (conf/search), which the basic sweeper does not accept.
                 raise ConfigError(f"hydra/sweeper=mfexp searches policies itself; '{o.input_line}' is a sweep "
-                                  "over values: use hydra/sweeper=basic ~search for grids")
+                                  "over values: use hydra/sweeper=basic for grids")
         self.arguments = list(arguments)
         job_cfg = self.hydra_context.config_loader.load_sweep_config(self.config, self.arguments)
+        self.s = OmegaConf.merge(OmegaConf.structured(SearchConf), job_cfg.get("search") or {})
         sweep_dir = Path(self.config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
@@ -91,7 +90,7 @@ class PolicySweeper(Sweeper):
             search = StagedSearch(s.order, space, len(s.rungs), s.eta, s.noise_seeds, s.noise_factor,
                                   s.min_improvement, budget_left=self._budget_left, log=log.info)
         else:
-            raise ConfigError(f"hydra.sweeper.backend={s.backend}: use staged or optuna")
+            raise ConfigError(f"search.backend={s.backend}: use staged or optuna")
         return search.run(self._evaluate)
 
     def _budget_left(self) -> bool:
