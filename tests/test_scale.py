@@ -32,12 +32,21 @@ from conftest import ROOT, TINY_DEMO, TINY_TRAIN
 SCRIPT = ROOT / "scripts" / "tracking_server.sh"
 ENV = {"PYTHONUNBUFFERED": "1", "NO_ALBUMENTATIONS_UPDATE": "1", "HF_HUB_OFFLINE": "1"}
 ROLE, PARENT, CAND = "mfexp.role", "mlflow.parentRunId", "mfexp.candidate"
-# flip at rr=0.5 against the no-policy screening run, one seed; min_improvement=-1000 keeps flip, so the
-# full-budget final run exists too: baseline + 2 screening runs + final = 4 children per sweep.
-SWEEP = ["-m", "search=quick", "hydra.sweeper.order=[flip]", "hydra.sweeper.noise_seeds=1",
-         "hydra.sweeper.min_improvement=-1000", "hydra.sweeper.reference=false", "hydra.sweeper.report=false",
-         *TINY_DEMO, *TINY_TRAIN]
-CHILDREN = 4
+
+
+def _search_prefix() -> str:
+    """Where the search settings are overridden: ``search.`` (the job config), or ``hydra.sweeper.`` before."""
+    from hydra_plugins.mfexp_sweeper import config
+
+    return "search." if hasattr(config, "SearchConf") else "hydra.sweeper."
+
+
+S = _search_prefix()
+# flip at rr=0.5 against the no-policy screening run, one seed; min_improvement=1000 rejects flip, so no
+# full-budget final run: baseline + 2 screening runs = 3 children per sweep, the cheapest sweep with a stage.
+SWEEP = ["-m", "search=quick", f"{S}order=[flip]", f"{S}noise_seeds=1", f"{S}min_improvement=1000",
+         f"{S}reference=false", f"{S}report=false", *TINY_DEMO, *TINY_TRAIN]
+CHILDREN = 3
 
 
 def _missing_requirements() -> str | None:
@@ -355,3 +364,17 @@ def test_a_sweep_on_a_corrupt_image_fails_before_any_run_naming_the_file(server,
     assert proc.returncode == 2, proc.stderr[-3000:]
     assert f"mfexp: error: {culprit}" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr[-3000:]
     assert server.runs("scale-corrupt") == []
+
+
+def test_the_slurm_launcher_preset_composes_to_submitit_s_slurm_launcher():
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher", reason="pip install -e '.[scale]'")
+    from hydra import compose, initialize_config_dir
+
+    from mfexp.__main__ import config_dir
+
+    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=["hydra/launcher=slurm", "hydra.launcher.partition=gpu"],
+                      return_hydra_config=True)
+    launcher = cfg.hydra.launcher
+    assert launcher._target_.endswith("submitit_launcher.SlurmLauncher")
+    assert (launcher.partition, launcher.gpus_per_node, launcher.cpus_per_task) == ("gpu", 1, 8)
