@@ -98,7 +98,10 @@ class Server:
 
     def script(self, command: str, timeout: float = 300) -> subprocess.CompletedProcess:
         env = {**os.environ, "MFEXP_SERVER_PORT": str(self.port), "MFEXP_PG_PORT": str(self.pg_port),
-               "MFEXP_SERVER_AUTH": "1", "MLFLOW": str(Path(sys.executable).with_name("mlflow"))}
+               "MFEXP_SERVER_AUTH": "1"}
+        mlflow = Path(sys.executable).with_name("mlflow")
+        if mlflow.exists():  # else: mlflow on PATH, or ./.venv/bin/mlflow (the script's own lookup)
+            env["MLFLOW"] = str(mlflow)
         proc = subprocess.run(["bash", str(SCRIPT), command, str(self.state)], env=env, capture_output=True,
                               text=True, timeout=timeout)
         assert proc.returncode == 0, f"tracking_server.sh {command}:\n{proc.stdout}\n{proc.stderr[-3000:]}"
@@ -225,6 +228,31 @@ def test_a_sweep_through_a_parallel_launcher_records_each_candidate_once(server,
         assert list((tmp_path / "multirun" / ".submitit").iterdir()), "submitit wrote no job folders"
     _check_tree(server, experiment, output)
     print(f"{name}: {CHILDREN} runs in {seconds:.0f} s")
+
+
+def _has_ray_launcher() -> bool:
+    from importlib.util import find_spec
+
+    try:
+        return find_spec("hydra_plugins.hydra_ray_launcher") is not None
+    except ImportError:
+        return False
+
+
+@pytest.mark.scale
+@pytest.mark.skipif(not _has_ray_launcher(), reason="Ray launcher not installed: pip install -e '.[ray]'")
+def test_a_sweep_on_a_local_ray_instance_records_each_candidate_once(server, tmp_path):
+    """hydra/launcher=ray (pip install -e '.[ray]'); not in CI: Ray is ~240 MB and pins cloudpickle<3."""
+    experiment = "scale-ray"
+    t0 = time.monotonic()
+    proc = _mfexp(_sweep_args(tmp_path, experiment, "hydra/launcher=ray", "+hydra.launcher.ray.init.num_cpus=2",
+                              "+hydra.launcher.ray.init.include_dashboard=false"), tmp_path,
+                  server)
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 0, output[-5000:]
+    assert "Started a local Ray instance" in output or "Initializing ray" in output
+    _check_tree(server, experiment, output)
+    print(f"ray: {CHILDREN} runs in {time.monotonic() - t0:.0f} s")
 
 
 # -- faults -----------------------------------------------------------------------------------------
