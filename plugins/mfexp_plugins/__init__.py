@@ -1,0 +1,1 @@
+"""mfexp plugins: augmentation techniques and synthetic-data generators, instantiated by Hydra."""
