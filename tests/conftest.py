@@ -84,9 +84,15 @@ def _session_env(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(autouse=True)
-def _no_inherited_tracking_uri(monkeypatch: pytest.MonkeyPatch) -> None:
-    """``mlflow.set_tracking_uri`` exports ``$MLFLOW_TRACKING_URI``; one test's store must not leak into the next."""
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+def _no_inherited_tracking_uri():
+    """``mlflow.set_tracking_uri`` exports ``$MLFLOW_TRACKING_URI``; one test's store must not leak into the next.
+
+    Cleared after each test too (not restored, as monkeypatch would): module-scoped fixtures of the
+    next module run before this fixture's next setup, and must not inherit the last test's store.
+    """
+    os.environ.pop("MLFLOW_TRACKING_URI", None)
+    yield
+    os.environ.pop("MLFLOW_TRACKING_URI", None)
 
 
 @pytest.fixture(scope="session")
