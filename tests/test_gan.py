@@ -21,13 +21,14 @@ try:
 except ImportError:  # not installed in editable mode yet: use the source tree
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "plugins"))
 
-from mfexp.errors import ConfigError, DataError
 from mfexp_plugins import gan as gan_mod
 from mfexp_plugins.fid import frechet_distance
 from mfexp_plugins.gan import GanSynth, find_gan_run
 
+from mfexp.errors import ConfigError, DataError
+
 CLASSES = ["good", "scratch", "pit"]
-TINY = dict(steps=4, batch_size=8, width=4, latent_dim=8, fid_steps=2, progress=False)
+TINY = {"steps": 4, "batch_size": 8, "width": 4, "latent_dim": 8, "fid_steps": 2, "progress": False}
 CPU = torch.device("cpu")
 
 
@@ -68,8 +69,9 @@ def trained(gan_store) -> dict:
     with mlflow.start_run() as caller:
         x, y = synth.generate(images, labels, CLASSES, "good", "fp", 0, CPU)
         still_active = mlflow.active_run().info.run_id
-    return dict(uri=mlflow.get_tracking_uri(), exp_id=exp_id, x=x, y=y, caller=caller.info.run_id, still_active=still_active,
-                key=synth.key(images[labels > 0], labels[labels > 0], CLASSES, ["scratch", "pit"], "fp"))
+    key = synth.key(images[labels > 0], labels[labels > 0], CLASSES, ["scratch", "pit"], "fp")
+    return {"uri": mlflow.get_tracking_uri(), "exp_id": exp_id, "x": x, "y": y, "key": key,
+            "caller": caller.info.run_id, "still_active": still_active}
 
 
 def _use(trained: dict) -> None:

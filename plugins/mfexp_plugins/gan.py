@@ -151,7 +151,7 @@ class GanSynth:
         MLflow experiment, else trains one (a separate run, the caller's active run is untouched)."""
         classes = [str(c) for c in classes]
         _check_images(images, labels, classes)
-        n_out = int(round(self.r * len(images)))
+        n_out = round(self.r * len(images))
         h, w, c = images.shape[1:]
         if n_out == 0:
             return np.zeros((0, h, w, c), np.uint8), np.zeros((0,), np.int64)
