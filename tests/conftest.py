@@ -85,11 +85,9 @@ def _session_env(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(autouse=True)
 def _no_inherited_tracking_uri():
-    """``mlflow.set_tracking_uri`` exports ``$MLFLOW_TRACKING_URI``; one test's store must not leak into the next.
-
-    Cleared after each test too (not restored, as monkeypatch would): module-scoped fixtures of the
-    next module run before this fixture's next setup, and must not inherit the last test's store.
-    """
+    """``mlflow.set_tracking_uri`` exports ``$MLFLOW_TRACKING_URI``, and mfexp reads that variable
+    before ``tracking.store_dir``: one test's store must not leak into the next, nor into the
+    module-scoped fixtures set up between tests. Removed before and after every test (not restored)."""
     os.environ.pop("MLFLOW_TRACKING_URI", None)
     yield
     os.environ.pop("MLFLOW_TRACKING_URI", None)

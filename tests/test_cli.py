@@ -61,16 +61,17 @@ def test_type_and_key_errors_are_caught_before_anything_runs(compose_cfg, overri
 
 
 def _override_value(v) -> str:
+    """A value in Hydra's override grammar."""
     if v is None:
         return "null"
     if isinstance(v, bool):
         return str(v).lower()
     if isinstance(v, (int, float)):
         return repr(v)
+    if isinstance(v, list):
+        return "[" + ",".join(_override_value(i) for i in v) + "]"
     if isinstance(v, dict):
-        return "{" + ",".join(f"{k}:{_override_value(x)}" for k, x in v.items()) + "}"
-    if isinstance(v, list):  # the search settings: technique order, values, rungs
-        return "[" + ",".join(_override_value(x) for x in v) + "]"
+        return "{" + ",".join(f"{k}:{_override_value(i)}" for k, i in v.items()) + "}"
     assert isinstance(v, str), v
     return "'" + v.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
