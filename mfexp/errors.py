@@ -14,3 +14,11 @@ class ConfigError(MfexpError):
 
 class DataError(MfexpError):
     """The data is unusable (missing folder, corrupt image, a single class, ...)."""
+
+
+class SearchFailed(RuntimeError):
+    """The policy search cannot go on (the baseline or the no-policy screening run failed); exit 1.
+
+    Defined here, not in the sweeper package: Hydra's plugin scan re-executes modules under
+    ``hydra_plugins``, which would give a class defined there a second identity.
+    """

@@ -13,6 +13,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Callable, Mapping, Sequence
 
+from mfexp.errors import SearchFailed  # noqa: F401 - re-exported for the sweeper and tests
+
 Policy = tuple[tuple[str, str, float], ...]  # ((technique, axis, value), ...) in search order
 
 
@@ -59,8 +61,6 @@ class Outcome:
     results: list[Result] = field(default_factory=list)
 
 
-class SearchFailed(RuntimeError):
-    pass
 
 
 def stage_values(space: Mapping[str, Sequence[float]]) -> list[tuple[tuple[str, float], ...]]:
