@@ -2,7 +2,7 @@
 
 Default store: SQLite plus an artifact folder inside ``mlruns/``, both absolute, so Hydra's
 per-job output folders never move them. ``$MLFLOW_TRACKING_URI`` or ``tracking.uri`` point at a
-server instead. Tag keys shared by the sweeper and the report live here.
+server instead. Tag and metric keys live in ``mfexp.keys``; the run tags are re-exported here.
 """
 from __future__ import annotations
 
@@ -15,11 +15,7 @@ import mlflow
 from mlflow.entities import RunStatus
 from mlflow.exceptions import MlflowException
 
-TAG_ROLE = "mfexp.role"  # baseline | candidate | final | reference | sweep | gan
-TAG_FINGERPRINT = "mfexp.fingerprint"
-TAG_POLICY = "mfexp.policy"  # three-word policy name
-TAG_CANDIDATE = "mfexp.candidate"  # resume key: canonical overrides + data fingerprint
-TAG_ENGINE = "mfexp.engine_version"
+from mfexp.keys import TAG_CANDIDATE, TAG_ENGINE, TAG_FINGERPRINT, TAG_POLICY, TAG_ROLE  # noqa: F401 - re-exported
 
 
 def default_uri(store_dir: str | Path = "mlruns") -> str:

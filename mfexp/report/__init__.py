@@ -9,6 +9,7 @@ import json
 import logging
 from pathlib import Path
 
+from mfexp import keys
 from mfexp.report.build import (
     IncompleteSweepError,
     NotASweepError,
@@ -73,7 +74,7 @@ def build_report(sweep_run_id: str, out_dir: Path, model_name: str | None = None
     if log_artifacts:
         for f in files:
             client.log_artifact(sweep_run_id, str(f), ARTIFACT_DIR)
-        client.set_tag(sweep_run_id, "mfexp.report", f"{ARTIFACT_DIR}/{HTML_NAME}")
+        client.set_tag(sweep_run_id, keys.TAG_REPORT, f"{ARTIFACT_DIR}/{HTML_NAME}")
     log.info("report for sweep %s: %s", sweep_run_id, html_path)
     return Report(html_path, files, data, payload, reg)
 

@@ -47,7 +47,7 @@ def run(args: argparse.Namespace) -> Path:
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 
-    from mfexp import tracking
+    from mfexp import keys, tracking
     from mfexp.report import build_report, latest_sweep
     from mfexp.report.build import ReportError, UnknownRunError
 
@@ -68,7 +68,7 @@ def run(args: argparse.Namespace) -> Path:
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]
         raise ReportError(f"MLflow ({uri}): {first}") from None
     d, reg = report.data, report.registration
-    e0, e1 = d.baseline.metric("test_error_rate"), d.best.metric("test_error_rate")
+    e0, e1 = d.baseline.metric(keys.TEST_ERROR_RATE), d.best.metric(keys.TEST_ERROR_RATE)
     print(f"sweep {sweep_id}: best run {d.best.run.run_id} ({d.best_role}, policy {d.best.run.policy}); "
           f"test error {e0:.2%} -> {e1:.2%}", file=sys.stderr)
     if reg is not None:

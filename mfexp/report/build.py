@@ -22,13 +22,12 @@ from mlflow.entities import Run
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from mfexp import tracking
+from mfexp import keys
 from mfexp.errors import MfexpError
 from mfexp.metrics import classification_metrics, frame_to_arrays
 
 FULL_ROLES = ("baseline", "final", "reference")
 ROLE_LABELS = {"baseline": "baseline (no policy)", "final": "searched policy", "reference": "TrivialAugment reference"}
-TAG_PARENT = "mlflow.parentRunId"
 
 
 class ReportError(MfexpError):
@@ -67,34 +66,34 @@ class RunInfo:
 
     @property
     def role(self) -> str:
-        return self.tags.get(tracking.TAG_ROLE, "")
+        return self.tags.get(keys.TAG_ROLE, "")
 
     @property
     def policy(self) -> str:
-        return self.tags.get(tracking.TAG_POLICY, "")
+        return self.tags.get(keys.TAG_POLICY, "")
 
     @property
     def fingerprint(self) -> str:
-        return self.tags.get(tracking.TAG_FINGERPRINT, "")
+        return self.tags.get(keys.TAG_FINGERPRINT, "")
 
     @property
     def stage(self) -> int | None:
         try:
-            return int(self.tags["mfexp.stage"])
+            return int(self.tags[keys.TAG_STAGE])
         except (KeyError, ValueError):
             return None
 
     @property
     def technique(self) -> str:
-        return self.tags.get("mfexp.technique", "")
+        return self.tags.get(keys.TAG_TECHNIQUE, "")
 
     @property
     def stage_winner(self) -> bool:
-        return self.tags.get("mfexp.stage_winner", "").lower() == "true"
+        return self.tags.get(keys.TAG_STAGE_WINNER, "").lower() == "true"
 
     @property
     def fidelity(self) -> str:
-        return self.tags.get("mfexp.fidelity", "")
+        return self.tags.get(keys.TAG_FIDELITY, "")
 
     def axis_value(self, axis: str) -> float:
         """The value of search axis ``axis`` (``rotate.m``) in this run; 0 (identity) when not logged."""
@@ -185,7 +184,7 @@ class SweepData:
 
     @property
     def engine_version(self) -> str:
-        return self.sweep.tags.get(tracking.TAG_ENGINE) or self.best.run.tags.get(tracking.TAG_ENGINE, "?")
+        return self.sweep.tags.get(keys.TAG_ENGINE) or self.best.run.tags.get(keys.TAG_ENGINE, "?")
 
     def sweep_metric(self, key: str) -> float | None:
         v = self.sweep.metrics.get(key)
@@ -223,10 +222,10 @@ def latest_sweep(client: MlflowClient, experiment: str) -> str:
     exp = client.get_experiment_by_name(experiment)
     if exp is None:
         raise UnknownRunError(f"experiment '{experiment}' does not exist in the tracking store {client.tracking_uri}")
-    runs = client.search_runs([exp.experiment_id], f"tags.`{tracking.TAG_ROLE}` = 'sweep'",
+    runs = client.search_runs([exp.experiment_id], f"tags.`{keys.TAG_ROLE}` = 'sweep'",
                               max_results=1, order_by=["attributes.start_time DESC"])
     if not runs:
-        raise IncompleteSweepError(f"experiment '{experiment}' has no sweep run (tag {tracking.TAG_ROLE}=sweep): "
+        raise IncompleteSweepError(f"experiment '{experiment}' has no sweep run (tag {keys.TAG_ROLE}=sweep): "
                                    f"run a policy search first (python -m mfexp -m)")
     return runs[0].info.run_id
 
@@ -243,7 +242,7 @@ def _download(client: MlflowClient, run_id: str, path: str, dst: Path) -> Path |
 
 def _evaluated(client: MlflowClient, run: RunInfo, tmp: Path) -> Evaluated:
     label = f"{run.role} run {run.run_id}"
-    missing = [k for k in ("best_val_loss", "test_error_rate", "test_accuracy") if k not in run.metrics]
+    missing = [k for k in (keys.BEST_VAL_LOSS, keys.TEST_ERROR_RATE, keys.TEST_ACCURACY) if k not in run.metrics]
     if missing:
         raise IncompleteSweepError(f"{label} has no metric {', '.join(missing)}: it did not finish its test evaluation")
     folder = tmp / run.run_id
@@ -275,15 +274,15 @@ def _pick(children: Iterable[RunInfo], role: str, preferred: str | None) -> RunI
 def best_role(full: dict[str, Evaluated]) -> str:
     """The issue's rule: lowest best_val_loss among the full-budget runs; ties broken by test_error_rate."""
     order = {role: i for i, role in enumerate(FULL_ROLES)}  # a full tie keeps the simpler policy
-    return min(full, key=lambda role: (full[role].metric("best_val_loss"), full[role].metric("test_error_rate"), order[role]))
+    return min(full, key=lambda role: (full[role].metric(keys.BEST_VAL_LOSS), full[role].metric(keys.TEST_ERROR_RATE), order[role]))
 
 
 def _waterfall(candidates: list[RunInfo], kept: list[str], notes: list[str]) -> tuple[RunInfo | None, list[Step]]:
-    winners = sorted((r for r in candidates if r.stage_winner and r.stage is not None and "best_val_loss" in r.metrics),
+    winners = sorted((r for r in candidates if r.stage_winner and r.stage is not None and keys.BEST_VAL_LOSS in r.metrics),
                      key=lambda r: (r.stage, -r.start_time))
     start = next((r for r in winners if r.stage == 0), None)
     if start is None:
-        notes.append("No stage-0 screening baseline (candidate with mfexp.stage=0 and mfexp.stage_winner=true) "
+        notes.append(f"No stage-0 screening baseline (candidate with {keys.TAG_STAGE}=0 and {keys.TAG_STAGE_WINNER}=true) "
                      "was found, so the validation-loss waterfall is empty.")
         return None, []
     by_technique: dict[str, RunInfo] = {}
@@ -293,7 +292,7 @@ def _waterfall(candidates: list[RunInfo], kept: list[str], notes: list[str]) -> 
     steps: list[Step] = []
     previous = start
     for r in sorted(by_technique.values(), key=lambda r: r.stage):
-        steps.append(Step(r.technique, int(r.stage), r.run_id, previous.metrics["best_val_loss"], r.metrics["best_val_loss"]))
+        steps.append(Step(r.technique, int(r.stage), r.run_id, previous.metrics[keys.BEST_VAL_LOSS], r.metrics[keys.BEST_VAL_LOSS]))
         previous = r
     lost = [t for t in kept if t not in by_technique]
     if lost:
@@ -324,26 +323,26 @@ def collect(client: MlflowClient, sweep_run_id: str) -> SweepData:
     """Read a sweep and everything the report needs from MLflow."""
     sweep = RunInfo.of(get_run(client, sweep_run_id, "sweep run"))
     if sweep.role != "sweep":
-        raise NotASweepError(f"run {sweep_run_id} is not a sweep run (tag {tracking.TAG_ROLE}={sweep.role or 'unset'}); "
+        raise NotASweepError(f"run {sweep_run_id} is not a sweep run (tag {keys.TAG_ROLE}={sweep.role or 'unset'}); "
                              "give the parent run of a policy search")
     exp_id = get_run(client, sweep_run_id).info.experiment_id
     experiment = client.get_experiment(exp_id)
-    children = [RunInfo.of(r) for r in search_all(client, [exp_id], f"tags.`{TAG_PARENT}` = {_quote(sweep_run_id)}")]
+    children = [RunInfo.of(r) for r in search_all(client, [exp_id], f"tags.`{keys.TAG_PARENT}` = {_quote(sweep_run_id)}")]
     notes: list[str] = []
 
-    candidates = sorted((r for r in children if r.role == "candidate" and r.status == "FINISHED" and "best_val_loss" in r.metrics),
+    candidates = sorted((r for r in children if r.role == "candidate" and r.status == "FINISHED" and keys.BEST_VAL_LOSS in r.metrics),
                         key=lambda r: (r.stage if r.stage is not None else 10**9, r.start_time))
     if not candidates:
         raise IncompleteSweepError(f"sweep {sweep_run_id} has no finished candidate run: nothing was searched "
                                    f"({len(children)} child run(s))")
 
     tags = sweep.tags
-    preferred = {"baseline": tags.get("mfexp.baseline_run_id"), "reference": tags.get("mfexp.reference_run_id"),
-                 "final": tags.get("mfexp.best_run_id")}
+    preferred = {"baseline": tags.get(keys.TAG_BASELINE_RUN), "reference": tags.get(keys.TAG_REFERENCE_RUN),
+                 "final": tags.get(keys.TAG_BEST_RUN)}
     picked = {role: _pick(children, role, preferred[role]) for role in FULL_ROLES}
     if picked["baseline"] is None:
         raise IncompleteSweepError(f"sweep {sweep_run_id} has no finished baseline run (child run with "
-                                   f"{tracking.TAG_ROLE}=baseline): the no-policy model to compare against is missing")
+                                   f"{keys.TAG_ROLE}=baseline): the no-policy model to compare against is missing")
     with tempfile.TemporaryDirectory(prefix="mfexp-report-") as tmp, _no_progress_bars():
         full = {role: _evaluated(client, run, Path(tmp)) for role, run in picked.items() if run is not None}
     base = full["baseline"]
@@ -362,8 +361,8 @@ def collect(client: MlflowClient, sweep_run_id: str) -> SweepData:
                          "test_predictions.csv; the report shows the logged metrics.")
 
     role = best_role(full)
-    if tags.get("mfexp.best_run_id") and tags["mfexp.best_run_id"] != full[role].run.run_id:
-        notes.append(f"The sweep's tag mfexp.best_run_id ({tags['mfexp.best_run_id']}) differs from the best run by the "
+    if tags.get(keys.TAG_BEST_RUN) and tags[keys.TAG_BEST_RUN] != full[role].run.run_id:
+        notes.append(f"The sweep's tag {keys.TAG_BEST_RUN} ({tags[keys.TAG_BEST_RUN]}) differs from the best run by the "
                      f"report's rule ({full[role].run.run_id}); the report follows the rule.")
     if role == "baseline":
         notes.append("No full-budget policy beat the baseline on validation loss: the best run is the baseline itself, "
@@ -371,7 +370,7 @@ def collect(client: MlflowClient, sweep_run_id: str) -> SweepData:
     elif role == "reference":
         notes.append("The best full-budget run is the zero-search TrivialAugment-style reference, not the searched policy.")
 
-    axes = _split(sweep.params.get("search.axes"))
+    axes = _split(sweep.params.get(keys.PARAM_SEARCH_AXES))
     if not axes:
         seen: dict[str, None] = {}
         for r in candidates:
@@ -381,9 +380,9 @@ def collect(client: MlflowClient, sweep_run_id: str) -> SweepData:
         axes = [a for a in seen if len({r.axis_value(a) for r in candidates}) > 1] or list(seen)
         notes.append("The sweep has no search.axes param; the parallel-coordinates axes are the policy params that vary.")
 
-    kept, rejected = _split(tags.get("mfexp.kept")), _split(tags.get("mfexp.rejected"))
-    if "mfexp.kept" not in tags:
-        notes.append("The sweep has no mfexp.kept tag (it may not have finished); no technique is counted as kept.")
+    kept, rejected = _split(tags.get(keys.TAG_KEPT)), _split(tags.get(keys.TAG_REJECTED))
+    if keys.TAG_KEPT not in tags:
+        notes.append(f"The sweep has no {keys.TAG_KEPT} tag (it may not have finished); no technique is counted as kept.")
     start, steps = _waterfall(candidates, kept, notes)
     searched = full["final"].run if "final" in full else base.run
     return SweepData(tracking_uri=client.tracking_uri, experiment_id=exp_id, experiment_name=experiment.name,

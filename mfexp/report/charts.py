@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
+from mfexp import keys
 from mfexp.metrics import confusion_figure
 from mfexp.report.build import ROLE_LABELS, SweepData
 from mfexp.report.stats import Bootstrap
@@ -139,11 +140,11 @@ def val_loss_waterfall(data: SweepData, path: Path) -> Path:
                 ha="center", va="center", transform=ax.transAxes)
         ax.set_axis_off()
         return _save(fig, path)
-    first = start.metrics["best_val_loss"]
+    first = start.metrics[keys.BEST_VAL_LOSS]
     last = data.steps[-1].after if data.steps else first
     labels = ["screening\nbaseline"] + [s.technique for s in data.steps] + ["optimal\n(screening)"]
     values = [first, *[s.after for s in data.steps], last]
-    noise = data.sweep_metric("search.noise")
+    noise = data.sweep_metric(keys.SEARCH_NOISE)
     band = [first - noise, first + noise] if noise else []
     lo_v, hi_v = min(values + band), max(values + band)
     span = hi_v - lo_v
@@ -226,7 +227,7 @@ def per_class(data: SweepData, boot: Bootstrap, metric: str, path: Path) -> Path
 # ------------------------------------------------------------------------------ error rate
 def error_rate(data: SweepData, boot: Bootstrap, path: Path) -> Path:
     _theme()
-    e0, e1 = data.baseline.metric("test_error_rate"), data.best.metric("test_error_rate")
+    e0, e1 = data.baseline.metric(keys.TEST_ERROR_RATE), data.best.metric(keys.TEST_ERROR_RATE)
     fig, ax = plt.subplots(figsize=(6.8, 4.6))
     xs = [0, 1]
     ax.bar(xs, [e0, e1], color=[BASE, GOOD], width=0.55)

@@ -14,6 +14,7 @@ from datetime import datetime, timezone
 from html import escape
 from pathlib import Path
 
+from mfexp import keys
 from mfexp.report.build import ROLE_LABELS, SweepData
 from mfexp.report.charts import axis_label, optimal_label
 from mfexp.report.registry import Registration
@@ -106,7 +107,7 @@ def render(data: SweepData, boot: Bootstrap, charts: dict[str, Path], reg: Regis
     w = Writer(data)
     base, best = data.baseline, data.best
     b_id, o_id, s_id = base.run.run_id, best.run.run_id, data.sweep.run_id
-    e0, e1 = base.metric("test_error_rate"), best.metric("test_error_rate")
+    e0, e1 = base.metric(keys.TEST_ERROR_RATE), best.metric(keys.TEST_ERROR_RATE)
     rel = (e0 - e1) / e0 if e0 > 0 else float("nan")
     real = boot.error_reduction.low > 0
     p = data.best.run.params
@@ -178,7 +179,7 @@ def render(data: SweepData, boot: Bootstrap, charts: dict[str, Path], reg: Regis
         add(_policy_table(fin, data.axes))
     reasons = {}
     try:
-        reasons = json.loads(data.sweep.tags.get("mfexp.rejected_reasons", "{}")) or {}
+        reasons = json.loads(data.sweep.tags.get(keys.TAG_REJECTED_REASONS, "{}")) or {}
     except ValueError:
         pass
     kept = ", ".join(data.kept) or "none"
@@ -186,14 +187,14 @@ def render(data: SweepData, boot: Bootstrap, charts: dict[str, Path], reg: Regis
     add(_kv([("kept, in search order", escape(kept)), ("rejected", escape(rejected)),
              ("search order (axes)", escape(", ".join(axis_label(a) for a in data.axes)))]))
     add("<h3>Search cost</h3>")
-    wall = data.sweep_metric("search.wall_seconds")
+    wall = data.sweep_metric(keys.SEARCH_WALL_SECONDS)
     add('<table><tr><th>quantity</th><th class="num">value</th></tr>')
     add(f"<tr><td>candidate runs (finished)</td>{w.derived('finished_candidates', len(data.candidates), str(len(data.candidates)))}</tr>")
-    for key, label, fmt in [("search.candidates", "candidate runs (all)", lambda v: f"{v:.0f}"),
-                            ("search.candidate_epochs", "screening compute, in full-data epochs", lambda v: f"{v:.2f}"),
-                            ("search.cost_multiple", "search compute / one full-budget training", lambda v: f"{v:.2f} ×"),
-                            ("search.wall_seconds", "search wall-clock time", lambda v: f"{v / 60:.1f} min"),
-                            ("search.noise", "validation-loss noise between seeds (screening)", lambda v: f"{v:.4f}")]:
+    for key, label, fmt in [(keys.SEARCH_CANDIDATES, "candidate runs (all)", lambda v: f"{v:.0f}"),
+                            (keys.SEARCH_CANDIDATE_EPOCHS, "screening compute, in full-data epochs", lambda v: f"{v:.2f}"),
+                            (keys.SEARCH_COST_MULTIPLE, "search compute / one full-budget training", lambda v: f"{v:.2f} ×"),
+                            (keys.SEARCH_WALL_SECONDS, "search wall-clock time", lambda v: f"{v / 60:.1f} min"),
+                            (keys.SEARCH_NOISE, "validation-loss noise between seeds (screening)", lambda v: f"{v:.4f}")]:
         if key in data.sweep.metrics:
             add(f"<tr><td>{escape(label)}</td>{w.metric(s_id, key, fmt)}</tr>")
     add("</table>")
@@ -213,8 +214,8 @@ def render(data: SweepData, boot: Bootstrap, charts: dict[str, Path], reg: Regis
         rid = ev.run.run_id
         star = ' <span class="pill">best</span>' if role == data.best_role else ""
         add(f"<tr><td>{escape(ROLE_LABELS[role])}{star}<br><code class=\"muted\">{escape(rid)}</code></td><td>{escape(ev.run.policy)}</td>"
-            f"{w.metric(rid, 'best_val_loss', _f)}{w.metric(rid, 'test_error_rate')}{w.metric(rid, 'test_accuracy')}"
-            f"{w.metric(rid, 'test_macro_f1', lambda v: f'{v:.3f}')}{w.metric(rid, 'train_seconds', lambda v: f'{v:.0f} s')}</tr>")
+            f"{w.metric(rid, keys.BEST_VAL_LOSS, _f)}{w.metric(rid, keys.TEST_ERROR_RATE)}{w.metric(rid, keys.TEST_ACCURACY)}"
+            f"{w.metric(rid, keys.TEST_MACRO_F1, lambda v: f'{v:.3f}')}{w.metric(rid, keys.TRAIN_SECONDS, lambda v: f'{v:.0f} s')}</tr>")
     add("</table>")
     add("<p class=\"muted\">Best run: lowest best validation loss at full budget, ties broken by test error rate.</p>")
 
@@ -223,9 +224,9 @@ def render(data: SweepData, boot: Bootstrap, charts: dict[str, Path], reg: Regis
     if data.screen_start is not None:
         st = data.screen_start
         add('<table><tr><th>step</th><th>stage</th><th class="num">best val loss</th><th class="num">change</th></tr>')
-        add(f"<tr><td>screening baseline (no policy)</td><td>0</td>{w.metric(st.run_id, 'best_val_loss', _f)}<td></td></tr>")
+        add(f"<tr><td>screening baseline (no policy)</td><td>0</td>{w.metric(st.run_id, keys.BEST_VAL_LOSS, _f)}<td></td></tr>")
         for s in data.steps:
-            add(f"<tr><td>+ {escape(s.technique)}</td><td>{s.stage}</td>{w.metric(s.run_id, 'best_val_loss', _f)}"
+            add(f"<tr><td>+ {escape(s.technique)}</td><td>{s.stage}</td>{w.metric(s.run_id, keys.BEST_VAL_LOSS, _f)}"
                 f"{w.derived(f'waterfall/{s.technique}', s.after - s.before, f'{s.after - s.before:+.4f}')}</tr>")
         add("</table>")
     add(_img(charts["val_loss_waterfall"], "validation loss waterfall",
@@ -258,8 +259,8 @@ def render(data: SweepData, boot: Bootstrap, charts: dict[str, Path], reg: Regis
     # ---------------------------------------------------------------- error rate
     add("<h2>6. Error rate</h2>")
     add('<table><tr><th>quantity</th><th class="num">value</th><th class="num">' + f"{boot.level:.0%}" + " CI</th></tr>")
-    add(f"<tr><td>baseline error rate</td>{w.metric(b_id, 'test_error_rate')}<td class=\"num\">{pct(boot.error_baseline.low)} … {pct(boot.error_baseline.high)}</td></tr>")
-    add(f"<tr><td>{escape(opt)} error rate</td>{w.metric(o_id, 'test_error_rate')}<td class=\"num\">{pct(boot.error_best.low)} … {pct(boot.error_best.high)}</td></tr>")
+    add(f"<tr><td>baseline error rate</td>{w.metric(b_id, keys.TEST_ERROR_RATE)}<td class=\"num\">{pct(boot.error_baseline.low)} … {pct(boot.error_baseline.high)}</td></tr>")
+    add(f"<tr><td>{escape(opt)} error rate</td>{w.metric(o_id, keys.TEST_ERROR_RATE)}<td class=\"num\">{pct(boot.error_best.low)} … {pct(boot.error_best.high)}</td></tr>")
     add(f"<tr><td>absolute reduction</td>{w.derived('error_reduction', e0 - e1, pp(e0 - e1))}<td class=\"num\">{ci_pp(boot.error_reduction)}</td></tr>")
     add(f"<tr><td>relative reduction</td>{w.derived('relative_error_reduction', rel, pct(rel))}"
         f"<td class=\"num\">{(pct(rr.low) + ' … ' + pct(rr.high)) if rr else 'n/a'}</td></tr>")

@@ -21,7 +21,7 @@ import mlflow
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from mfexp import tracking
+from mfexp import keys
 from mfexp.errors import ConfigError
 
 CHAMPION, CHALLENGER = "champion", "challenger"
@@ -84,12 +84,12 @@ def _incumbent(client: MlflowClient, name: str) -> Incumbent | None:
     err, fp = None, ""
     try:
         run = client.get_run(mv.run_id)
-        err = run.data.metrics.get("test_error_rate")
-        fp = run.data.tags.get(tracking.TAG_FINGERPRINT, "")
+        err = run.data.metrics.get(keys.TEST_ERROR_RATE)
+        fp = run.data.tags.get(keys.TAG_FINGERPRINT, "")
     except MlflowException:  # the champion's run was deleted: fall back to the version's own tags
         tags = mv.tags or {}
-        err = float(tags["mfexp.test_error_rate"]) if "mfexp.test_error_rate" in tags else None
-        fp = tags.get(tracking.TAG_FINGERPRINT, "")
+        err = float(tags[keys.TAG_TEST_ERROR]) if keys.TAG_TEST_ERROR in tags else None
+        fp = tags.get(keys.TAG_FINGERPRINT, "")
     return Incumbent(str(mv.version), mv.run_id or "", err, fp)
 
 
@@ -116,17 +116,17 @@ def model_uri(client: MlflowClient, run: mlflow.entities.Run) -> str:
 def register(client: MlflowClient, name: str, run_id: str, sweep_run_id: str, on_new_data: str = CHALLENGER) -> Registration:
     """Register the run's model (``runs:/<run_id>/model``) under ``name``; alias ``champion`` or ``challenger``."""
     run = client.get_run(run_id)
-    error_rate = float(run.data.metrics["test_error_rate"])
-    fingerprint = run.data.tags.get(tracking.TAG_FINGERPRINT, "")
+    error_rate = float(run.data.metrics[keys.TEST_ERROR_RATE])
+    fingerprint = run.data.tags.get(keys.TAG_FINGERPRINT, "")
     uri = model_uri(client, run)
     incumbent = _incumbent(client, name)
     mv = _existing_version(client, name, run_id)
     if mv is None:
         try:
             mv = mlflow.register_model(uri, name, tags={
-                tracking.TAG_FINGERPRINT: fingerprint, "mfexp.test_error_rate": repr(error_rate),
-                "mfexp.sweep_run_id": sweep_run_id, tracking.TAG_POLICY: run.data.tags.get(tracking.TAG_POLICY, ""),
-                tracking.TAG_ROLE: run.data.tags.get(tracking.TAG_ROLE, "")})
+                keys.TAG_FINGERPRINT: fingerprint, keys.TAG_TEST_ERROR: repr(error_rate),
+                keys.TAG_SWEEP_RUN: sweep_run_id, keys.TAG_POLICY: run.data.tags.get(keys.TAG_POLICY, ""),
+                keys.TAG_ROLE: run.data.tags.get(keys.TAG_ROLE, "")})
         except MlflowException as e:
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             return Registration(name, False, reason=f"could not register {uri}: {first}", model_uri=uri, incumbent=incumbent)
@@ -142,6 +142,6 @@ def register(client: MlflowClient, name: str, run_id: str, sweep_run_id: str, on
                 client.delete_registered_model_alias(name, CHALLENGER)
         except MlflowException:
             pass
-    client.set_model_version_tag(name, version, "mfexp.decision", f"{alias}: {why}"[:5000])
+    client.set_model_version_tag(name, version, keys.TAG_DECISION, f"{alias}: {why}"[:5000])
     log.info("registry: %s version %s -> @%s (%s)", name, version, alias, why)
     return Registration(name, True, version, alias, why, f"models:/{name}@{alias}", incumbent)

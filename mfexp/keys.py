@@ -1,0 +1,85 @@
+"""Every MLflow key that one part of mfexp writes and another reads: the ``mfexp.*`` tags and the metric names.
+
+Plain strings, no imports: the sweeper (imported by Hydra's plugin scan), the report, the GAN plugin
+and the training run all read them from here, so a key is spelled once. ``mfexp.tracking`` re-exports
+the five run tags it has always had.
+"""
+from __future__ import annotations
+
+PREFIX = "mfexp."
+
+# ------------------------------------------------------------------ every tracked run (mfexp/run.py)
+TAG_ROLE = "mfexp.role"  # baseline | candidate | final | reference | sweep | gan
+TAG_FINGERPRINT = "mfexp.fingerprint"  # sha256 of the dataset (mfexp/data.py)
+TAG_POLICY = "mfexp.policy"  # three-word policy name (mfexp/policy_names.py)
+TAG_ENGINE = "mfexp.engine_version"
+
+# ------------------------------------------------------------------ a sweep's candidates (set by the sweeper
+# through ``tracking.tags.<short name>``; mfexp/run.py logs a key without a dot as ``mfexp.<key>``)
+TAG_CANDIDATE = "mfexp.candidate"  # resume key: canonical overrides + data fingerprint
+TAG_STAGE = "mfexp.stage"
+TAG_TECHNIQUE = "mfexp.technique"
+TAG_FIDELITY = "mfexp.fidelity"  # e<epochs>-s<subset>
+TAG_RUNG = "mfexp.rung"
+TAG_STAGE_WINNER = "mfexp.stage_winner"  # "true" on the screening baseline and every kept stage's winner
+
+# ------------------------------------------------------------------ the sweep (parent) run
+TAG_SWEEP_KEY = "mfexp.sweep_key"  # settings + overrides + fingerprint: a rerun resumes the same sweep
+TAG_SWEEP_DIR = "mfexp.sweep_dir"
+TAG_ERROR = "mfexp.error"  # why the sweep FAILED
+TAG_BASELINE_RUN = "mfexp.baseline_run_id"
+TAG_REFERENCE_RUN = "mfexp.reference_run_id"
+TAG_BEST_RUN = "mfexp.best_run_id"
+TAG_BEST_ROLE = "mfexp.best_role"
+TAG_KEPT = "mfexp.kept"  # comma-separated techniques, in search order
+TAG_REJECTED = "mfexp.rejected"
+TAG_REJECTED_REASONS = "mfexp.rejected_reasons"  # JSON: technique -> verdict
+TAG_RANKING_HELD = "mfexp.ranking_held"  # "true" when the full-budget runs agree with the screening
+TAG_REPORT = "mfexp.report"  # the report's artifact path
+
+# ------------------------------------------------------------------ model registry (mfexp/report/registry.py)
+TAG_TEST_ERROR = "mfexp.test_error_rate"
+TAG_SWEEP_RUN = "mfexp.sweep_run_id"
+TAG_DECISION = "mfexp.decision"  # champion | challenger, and why
+
+# ------------------------------------------------------------------ synthetic data (plugins/mfexp_plugins/gan)
+TAG_GAN_KEY = "mfexp.gan_key"
+TAG_GAN_RUN = "mfexp.gan_run_id"  # set on the caller's run: which generator made its synthetic images
+TAG_REQUESTED_BY = "mfexp.requested_by"  # on a GAN run: the run that had it trained
+
+# ------------------------------------------------------------------ MLflow's own
+TAG_PARENT = "mlflow.parentRunId"
+
+# ------------------------------------------------------------------ metrics of a training run
+BEST_VAL_LOSS = "best_val_loss"  # the objective
+EPOCHS_RUN = "epochs_run"
+TRAIN_SECONDS = "train_seconds"
+TEST_ERROR_RATE = "test_error_rate"
+TEST_ACCURACY = "test_accuracy"
+TEST_MACRO_F1 = "test_macro_f1"
+
+# ------------------------------------------------------------------ metrics and params of the sweep run
+SEARCH_CANDIDATES = "search.candidates"
+SEARCH_CANDIDATE_EPOCHS = "search.candidate_epochs"
+SEARCH_COST_MULTIPLE = "search.cost_multiple"
+SEARCH_WALL_SECONDS = "search.wall_seconds"
+SEARCH_NOISE = "search.noise"
+SEARCH_THRESHOLD = "search.threshold"
+SCREEN_BASELINE_VAL_LOSS = "screen.baseline_val_loss"
+SCREEN_BEST_VAL_LOSS = "screen.best_val_loss"
+CHECK_SCREEN_GAIN = "check.screen_gain"
+CHECK_FULL_GAIN = "check.full_gain"
+PARAM_SEARCH_AXES = "search.axes"  # comma-separated technique.axis, in search order
+
+
+def stage_best_run_tag(stage: int) -> str:
+    return f"mfexp.stage.{stage}.best_run_id"
+
+
+def stage_verdict_tag(stage: int) -> str:
+    return f"mfexp.stage.{stage}.verdict"
+
+
+def short(tag: str) -> str:
+    """The ``tracking.tags`` key that makes mfexp/run.py log ``tag`` (``mfexp.stage`` -> ``stage``)."""
+    return tag.removeprefix(PREFIX)
