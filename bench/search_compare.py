@@ -30,7 +30,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "plugins")]
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
-from hydra_plugins.mfexp_sweeper.staged import Candidate, Result, StagedSearch, stage_values  # noqa: E402
+from hydra_plugins.mfexp_sweeper.search import Candidate, Result, stage_values  # noqa: E402
+from hydra_plugins.mfexp_sweeper.staged import StagedSearch  # noqa: E402
 
 ON_OFF = {"flip", "d4"}
 _CFG = {}

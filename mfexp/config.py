@@ -93,6 +93,7 @@ class Config:
     trainer: TrainerConfig = MISSING
     tracking: TrackingConfig = MISSING
     search: Any = None  # policy-search settings, read by the sweeper (conf/search, hydra_plugins/mfexp_sweeper)
+    report: Any = None  # what the sweeper calls when a sweep ends: a `_target_` and its options (conf/report)
     defaults: List[Any] = field(default_factory=list)
 
 

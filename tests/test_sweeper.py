@@ -23,7 +23,11 @@ from pathlib import Path
 
 import pytest
 from conftest import ROOT, TINY_DEMO, TINY_TRAIN, MlflowStore, mfexp_cli
-from hydra_plugins.mfexp_sweeper.staged import Candidate, OptunaSearch, Result, SearchFailed, StagedSearch
+from hydra_plugins.mfexp_sweeper.optuna_search import OptunaSearch
+from hydra_plugins.mfexp_sweeper.search import Candidate, Result
+from hydra_plugins.mfexp_sweeper.staged import StagedSearch
+
+from mfexp.errors import SearchFailed
 
 ENV = {"PYTHONUNBUFFERED": "1", "NO_ALBUMENTATIONS_UPDATE": "1", "HF_HUB_OFFLINE": "1"}
 # The cheapest search that still has stages: quick's single rung, no reference, no report.

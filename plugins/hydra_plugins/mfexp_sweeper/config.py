@@ -1,4 +1,4 @@
-"""The policy-search sweeper (``hydra/sweeper=mfexp``) and its search settings.
+"""The sweeper's configs in Hydra's ConfigStore: ``hydra/sweeper=mfexp`` and the ``search`` group's schema.
 
 The settings are the job config's ``search`` node (presets in ``conf/search/``: ``search=quick``,
 overrides ``search.order=[flip,cutout]``), not ``hydra.sweeper``: so Hydra's basic sweeper, which
@@ -41,7 +41,7 @@ class SearchConf:
     # Full-budget runs at the end; the reference is the zero-search TrivialAugment-style policy.
     reference: bool = True
     reference_augment: str = "trivial"
-    report: bool = True
+    report: bool = True  # call the job config's `report` group (conf/report) when the sweep ends
     model_name: Optional[str] = None  # registry name; None: "<experiment>-classifier"
     # Optional backend: "staged" (default) or "optuna" (TPE over the same space, same budget).
     backend: str = "staged"

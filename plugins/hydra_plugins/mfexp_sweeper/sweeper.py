@@ -1,5 +1,9 @@
-"""``hydra/sweeper=mfexp``: the analyze phase. Every candidate is a job of Hydra's launcher and a child
-run of one MLflow sweep run; finished candidates are reused when the same command is run again.
+"""``hydra/sweeper=mfexp``: the policy search as a Hydra sweeper; every candidate is a job of Hydra's launcher.
+
+Each job is a child run of one MLflow sweep run (`sweep_run.SweepRun`); finished candidates are
+reused when the same command is run again. The search itself is a backend (`staged`, `optuna_search`);
+the report is whatever the job config's ``report`` group names with ``_target_``. Hydra's plugin
+scan imports this module with every app start, so everything heavy is imported inside methods.
 """
 from __future__ import annotations
 
@@ -8,8 +12,9 @@ import math
 import os
 import sys
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, List, Sequence
+from typing import Any, List
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.utils import JobStatus
@@ -17,20 +22,18 @@ from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
 
-from mfexp.errors import ConfigError, MfexpError
+from mfexp import keys
+from mfexp.errors import ConfigError, MfexpError, SearchFailed
 
 from .config import SearchConf
-from .staged import Candidate, OptunaSearch, Outcome, Result, SearchFailed, StagedSearch
+from .optuna_search import OptunaSearch
+from .search import Candidate, Outcome, PolicySpec, Result
+from .staged import StagedSearch
 
 log = logging.getLogger("mfexp.sweep")
 
-ON_OFF = {"flip", "d4"}  # techniques without a strength: m is fixed at 1, only rr is searched
-
 
 class PolicySweeper(Sweeper):
-    def __init__(self) -> None:
-        super().__init__()
-
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
         from hydra.core.plugins import Plugins
 
@@ -57,10 +60,11 @@ class PolicySweeper(Sweeper):
         self.arguments = list(arguments)
         job_cfg = self.hydra_context.config_loader.load_sweep_config(self.config, self.arguments)
         self.s = OmegaConf.merge(OmegaConf.structured(SearchConf), job_cfg.get("search") or {})
+        report = self._report_plugin(job_cfg) if self.s.report else None  # a bad report fails before any job
         sweep_dir = Path(self.config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
-        from mfexp.sweep_run import SweepRun  # heavy imports only once a sweep really starts
+        from .sweep_run import SweepRun  # heavy imports only once a sweep really starts
 
         with SweepRun(job_cfg, OmegaConf.to_container(self.s, resolve=True), self.arguments, sweep_dir) as run:
             self.run, self.job_idx, self.started = run, 0, time.perf_counter()
@@ -75,7 +79,7 @@ class PolicySweeper(Sweeper):
                 finals.append(("reference", None))
             results = dict(zip([role for role, _ in finals], self._launch_full(finals)))
             run.finish(outcome, baseline, results.get("final"), results.get("reference"),
-                       self._cost(), self.s.report, self.s.model_name)
+                       self._cost(), report, self.s.model_name)
         return None
 
     # -- search ------------------------------------------------------------------------------
@@ -83,8 +87,7 @@ class PolicySweeper(Sweeper):
         s = self.s
         space = {t: dict(s.space[t]) for t in s.order}
         if s.backend == "optuna":
-            n_jobs = OmegaConf.select(self.config, "hydra.launcher.n_jobs", default=1) or 1
-            search = OptunaSearch(s.order, space, len(s.rungs), s.optuna_trials, max(1, n_jobs), s.noise_seeds,
+            search = OptunaSearch(s.order, space, len(s.rungs), s.optuna_trials, self._n_jobs(), s.noise_seeds,
                                   s.noise_factor, s.min_improvement, budget_left=self._budget_left, log=log.info)
         elif s.backend == "staged":
             search = StagedSearch(s.order, space, len(s.rungs), s.eta, s.noise_seeds, s.noise_factor,
@@ -104,25 +107,63 @@ class PolicySweeper(Sweeper):
     def _cost(self) -> dict[str, float]:
         return self.run.cost(self.full_epochs, time.perf_counter() - self.started)
 
+    def _n_jobs(self) -> int:
+        """How many jobs the launcher runs at once: ``hydra.launcher.n_jobs`` (-1: one per core), else 1."""
+        n_jobs = OmegaConf.select(self.config, "hydra.launcher.n_jobs", default=1) or 1
+        return (os.cpu_count() or 1) if n_jobs == -1 else max(1, n_jobs)
+
     def _parallel_overrides(self) -> list[str]:
         # Parallel jobs on one machine share its cores: split torch threads between them.
-        n_jobs = OmegaConf.select(self.config, "hydra.launcher.n_jobs", default=1) or 1
-        if n_jobs == -1:
-            n_jobs = os.cpu_count() or 1
+        n_jobs = self._n_jobs()
         if n_jobs <= 1 or any(a.startswith("trainer.threads=") for a in self.arguments):
             return []
         return [f"trainer.threads={max(1, (os.cpu_count() or 1) // n_jobs)}", "trainer.num_workers=0"]
 
-    def _policy_overrides(self, policy) -> list[str]:
+    def _report_plugin(self, job_cfg: DictConfig) -> Callable[..., Any] | None:
+        """The ``report`` group's ``_target_``, located now and called when the sweep ends (None: no report)."""
+        node = job_cfg.get("report")
+        if node is None or not node.get("_target_"):
+            return None
+        from hydra.errors import InstantiationException
+        from hydra.utils import instantiate
+
+        try:
+            return instantiate(node, _partial_=True)
+        except InstantiationException as e:
+            raise ConfigError(f"report._target_={node._target_}: {_first_line(e.__cause__ or e)}") from None
+
+    def _policy_overrides(self, policy: PolicySpec) -> list[str]:
         out = ["augment=policy"]
         for tech, axis, value in policy:
             if tech == "synthetic":
                 out += ["synth=gan", f"synth.r={value}"]
                 continue
             out.append(f"augment.techniques.{tech}.{axis}={value}")
-            if tech in ON_OFF and axis == "rr":
-                out.append(f"augment.techniques.{tech}.m=1.0")
+            if axis == "rr" and not self._has_strength(tech):
+                out.append(f"augment.techniques.{tech}.m=1.0")  # on/off: any m > 0 is on, only rr is searched
         return out
+
+    def _has_strength(self, technique: str) -> bool:
+        """The technique class's own `mfexp.policy.Technique.continuous` (False for flips)."""
+        from hydra.utils import get_class
+
+        target = self._technique_targets().get(technique)
+        try:
+            return bool(getattr(get_class(target), "continuous", True)) if target else True
+        except (ImportError, ValueError):  # the job reports the bad _target_ itself
+            return True
+
+    def _technique_targets(self) -> dict[str, str]:
+        """technique -> ``_target_`` of ``augment=policy`` as this sweep composes it (plugins' techniques included)."""
+        if getattr(self, "_targets", None) is None:
+            if getattr(self, "hydra_context", None) is not None:
+                args = [a for a in getattr(self, "arguments", []) if not a.lstrip("+~").startswith("augment=")]
+                techniques = self.hydra_context.config_loader.load_sweep_config(
+                    self.config, args + ["augment=policy"]).augment.techniques
+            else:  # not set up by Hydra (unit use): mfexp's own technique options
+                techniques = _builtin_techniques()
+            self._targets = {str(k): str(v.get("_target_", "")) for k, v in techniques.items()}
+        return self._targets
 
     def _evaluate(self, cands: list[Candidate]) -> list[Result]:
         jobs = []
@@ -131,8 +172,8 @@ class PolicySweeper(Sweeper):
             epochs = max(1, math.ceil(rung.epochs * self.full_epochs))
             defining = self._policy_overrides(c.policy) + [f"trainer.epochs={epochs}", f"data.subset={rung.subset}",
                                                           f"trainer.seed={c.seed}"]
-            tags = {"stage": str(c.stage), "technique": c.technique, "fidelity": f"e{epochs}-s{rung.subset}",
-                    "rung": str(c.rung)}
+            tags = {keys.short(keys.TAG_STAGE): str(c.stage), keys.short(keys.TAG_TECHNIQUE): c.technique,
+                    keys.short(keys.TAG_FIDELITY): f"e{epochs}-s{rung.subset}", keys.short(keys.TAG_RUNG): str(c.rung)}
             jobs.append((c, defining, tags, epochs * rung.subset))
         done = self._launch("candidate", [(d, t) for _, d, t, _ in jobs])
         results = [Result(c, val, run_id, full_epochs=cost if run_id else 0.0)
@@ -168,7 +209,7 @@ class PolicySweeper(Sweeper):
             if found is not None:
                 out[i] = found
                 continue
-            tag_args = [f"++tracking.tags.{k}={v}" for k, v in {**tags, "candidate": key}.items()]
+            tag_args = [f"++tracking.tags.{k}={v}" for k, v in {**tags, keys.short(keys.TAG_CANDIDATE): key}.items()]
             batch.append(self.arguments + defining + fixed + self.extra + tag_args +
                          [f"tracking.parent_run_id={self.run.run_id}"])
             where.append((i, key))
@@ -183,6 +224,13 @@ class PolicySweeper(Sweeper):
                     log.warning("job %s failed: %s", ret.overrides, _first_line(ret._return_value))
                     out[i] = (None, self.run.latest(key))
         return [o if o is not None else (None, None) for o in out]
+
+
+def _builtin_techniques() -> dict[str, Any]:
+    from mfexp.__main__ import config_dir
+
+    folder = Path(config_dir()) / "augment" / "technique"
+    return {f.stem: OmegaConf.load(f) for f in sorted(folder.glob("*.yaml"))}
 
 
 def _first_line(e: Any) -> str:
