@@ -257,6 +257,14 @@ def test_plugin_extends_the_search_path_and_groups(plugin_path, cli):
     assert p.returncode == 1 and "tiny_resnet" in p.stderr
 
 
+def test_plugin_adds_a_report_option(plugin_path, cli):
+    """An installed package's conf/report/<name>.yaml is a report the sweeper can call (tests/test_report_plugin.py)."""
+    p = cli("--cfg", "job", "report=summary", env={"PYTHONPATH": str(plugin_path)})
+    assert p.returncode == 0, p.stderr
+    assert yaml.safe_load(p.stdout)["report"] == {"_target_": "mfexp_example_plugin.report.summary_report", "html": False}
+    assert (plugin_path / "mfexp_example_plugin" / "report.py").is_file()
+
+
 def test_plugin_options_train_and_are_tracked(plugin_path, mlflow_store, cli):
     p = cli(*TINY_DEMO, *TINY_TRAIN, *mlflow_store.overrides, *PLUGIN_OPTIONS, "data.image_size=32", "model.small_stem=false",
             env={"PYTHONPATH": str(plugin_path)})
