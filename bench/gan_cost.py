@@ -23,7 +23,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "plugins")]
 import mlflow
 import torch
 import yaml
-from mfexp_plugins.gan import GanSynth, find_gan_run
+from mfexp_plugins.gan import TAG_GAN_KEY, GanSynth, find_gan_run
 
 from mfexp.data import load_splits
 from mfexp.demo import make_demo
@@ -74,7 +74,7 @@ def main() -> None:
         if args.out:
             for folder in ("samples", "quality"):
                 mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path=folder, dst_path=args.out)
-        assert find_gan_run(mlflow.MlflowClient(), exp_id, run.data.tags["mfexp.gan_key"]) is not None
+        assert find_gan_run(mlflow.MlflowClient(), exp_id, run.data.tags[TAG_GAN_KEY]) is not None
 
 
 if __name__ == "__main__":

@@ -104,3 +104,7 @@ def register_configs() -> None:
     cs.store(group="model", name="model_schema", node=ModelConfig)
     cs.store(group="trainer", name="trainer_schema", node=TrainerConfig)
     cs.store(group="tracking", name="tracking_schema", node=TrackingConfig)
+    cs.store(group="augment", name="augment_schema", node=AugmentConfig)
+    cs.store(group="synth", name="synth_schema", node=SynthConfig)
+    # synth/gan_schema is the GAN plugin's own (plugins/hydra_plugins/mfexp_plugins_conf); search_schema the
+    # sweeper's (plugins/hydra_plugins/mfexp_sweeper/config.py): the core imports no plugin.
