@@ -14,12 +14,12 @@ from mfexp.report.build import (
     IncompleteSweepError,
     NotASweepError,
     ReportError,
-    SweepData,
     UnknownRunError,
     collect,
     latest_sweep,
 )
 from mfexp.report.registry import CHALLENGER, Registration, default_name, register
+from mfexp.report.sweep_data import SweepData
 
 __all__ = [
     "IncompleteSweepError",

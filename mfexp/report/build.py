@@ -1,6 +1,6 @@
 """Everything the report shows, read back from MLflow (never from the sweeper's memory).
 
-`collect` takes a sweep (parent) run id and returns a `SweepData`: the sweep's settings and
+`collect` takes a sweep (parent) run id and returns a `SweepData` (mfexp/report/sweep_data.py): the sweep's settings and
 outcome tags, its finished candidates, the full-budget runs (baseline, final, reference) with
 their logged test predictions and dataset description, the best run by the issue's rule, and
 the per-technique validation-loss steps of the waterfall.
@@ -9,11 +9,9 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
 import os
 import tempfile
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -25,9 +23,7 @@ from mlflow.tracking import MlflowClient
 from mfexp import keys
 from mfexp.errors import MfexpError
 from mfexp.metrics import classification_metrics, frame_to_arrays
-
-FULL_ROLES = ("baseline", "final", "reference")
-ROLE_LABELS = {"baseline": "baseline (no policy)", "final": "searched policy", "reference": "TrivialAugment reference"}
+from mfexp.report.sweep_data import FULL_ROLES, Evaluated, RunInfo, Step, SweepData
 
 
 class ReportError(MfexpError):
@@ -44,151 +40,6 @@ class NotASweepError(ReportError):
 
 class IncompleteSweepError(ReportError):
     """The sweep lacks what the report needs: a finished candidate, a baseline, test predictions."""
-
-
-# ------------------------------------------------------------------------------------------ runs
-@dataclass(frozen=True)
-class RunInfo:
-    """One MLflow run as the report needs it (a plain copy of MLflow's entity)."""
-
-    run_id: str
-    name: str
-    status: str
-    start_time: int
-    tags: dict[str, str]
-    params: dict[str, str]
-    metrics: dict[str, float]
-
-    @classmethod
-    def of(cls, run: Run) -> RunInfo:
-        return cls(run.info.run_id, run.info.run_name or "", run.info.status, run.info.start_time or 0,
-                   dict(run.data.tags), dict(run.data.params), dict(run.data.metrics))
-
-    @property
-    def role(self) -> str:
-        return self.tags.get(keys.TAG_ROLE, "")
-
-    @property
-    def policy(self) -> str:
-        return self.tags.get(keys.TAG_POLICY, "")
-
-    @property
-    def fingerprint(self) -> str:
-        return self.tags.get(keys.TAG_FINGERPRINT, "")
-
-    @property
-    def stage(self) -> int | None:
-        try:
-            return int(self.tags[keys.TAG_STAGE])
-        except (KeyError, ValueError):
-            return None
-
-    @property
-    def technique(self) -> str:
-        return self.tags.get(keys.TAG_TECHNIQUE, "")
-
-    @property
-    def stage_winner(self) -> bool:
-        return self.tags.get(keys.TAG_STAGE_WINNER, "").lower() == "true"
-
-    @property
-    def fidelity(self) -> str:
-        return self.tags.get(keys.TAG_FIDELITY, "")
-
-    def axis_value(self, axis: str) -> float:
-        """The value of search axis ``axis`` (``rotate.m``) in this run; 0 (identity) when not logged."""
-        try:
-            value = float(self.params[f"policy.{axis}"])
-        except (KeyError, ValueError):
-            return 0.0
-        return value if math.isfinite(value) else 0.0
-
-
-@dataclass(frozen=True)
-class Evaluated:
-    """A full-budget run with its logged test predictions and dataset description."""
-
-    run: RunInfo
-    y_true: np.ndarray
-    y_pred: np.ndarray
-    prob: np.ndarray
-    classes: list[str]
-    dataset: dict  # dataset.json: classes, good_class, fingerprint, image_size, channels, counts
-    policy: dict  # policy.json: mode, canonical (identity-free settings), name, ...
-
-    def metric(self, key: str) -> float:
-        return float(self.run.metrics[key])
-
-    @property
-    def role(self) -> str:
-        return self.run.role
-
-    def settings(self, order: list[str] | None = None) -> dict[str, dict[str, float]]:
-        """The policy's non-identity settings (policy.json's canonical form plus synthetic data), in search order."""
-        canonical = {k: dict(v) for k, v in (self.policy.get("canonical") or {}).items() if isinstance(v, dict)}
-        r = self.run.axis_value("synthetic.r")
-        if r > 0:
-            canonical["synthetic"] = {"r": r}
-        techniques = [a.rpartition(".")[0] for a in order or []]
-        rank = {t: i for i, t in enumerate(dict.fromkeys(techniques))}
-        return dict(sorted(canonical.items(), key=lambda kv: (rank.get(kv[0], len(rank)), kv[0])))
-
-    @property
-    def mode(self) -> str:
-        return str(self.policy.get("mode", self.run.params.get("augment.mode", "all")))
-
-
-@dataclass(frozen=True)
-class Step:
-    """One bar of the waterfall: a kept technique's stage winner against the previous winner."""
-
-    technique: str
-    stage: int
-    run_id: str
-    before: float
-    after: float
-
-    @property
-    def gain(self) -> float:
-        return self.before - self.after
-
-
-@dataclass
-class SweepData:
-    tracking_uri: str
-    experiment_id: str
-    experiment_name: str
-    sweep: RunInfo
-    axes: list[str]
-    candidates: list[RunInfo]  # finished candidate runs
-    full: dict[str, Evaluated]  # role -> run; baseline always, final / reference when present
-    best_role: str
-    searched: RunInfo  # the sweep's winning searched policy: final run, else the baseline (nothing kept)
-    kept: list[str]
-    rejected: list[str]
-    screen_start: RunInfo | None  # stage-0 screening baseline (waterfall start)
-    steps: list[Step]
-    notes: list[str] = field(default_factory=list)
-
-    @property
-    def baseline(self) -> Evaluated:
-        return self.full["baseline"]
-
-    @property
-    def best(self) -> Evaluated:
-        return self.full[self.best_role]
-
-    @property
-    def classes(self) -> list[str]:
-        return self.baseline.classes
-
-    @property
-    def engine_version(self) -> str:
-        return self.sweep.tags.get(keys.TAG_ENGINE) or self.best.run.tags.get(keys.TAG_ENGINE, "?")
-
-    def sweep_metric(self, key: str) -> float | None:
-        v = self.sweep.metrics.get(key)
-        return float(v) if v is not None else None
 
 
 # ------------------------------------------------------------------------------------- lookups

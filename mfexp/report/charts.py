@@ -16,8 +16,8 @@ import seaborn as sns
 
 from mfexp import keys
 from mfexp.metrics import confusion_figure
-from mfexp.report.build import ROLE_LABELS, SweepData
 from mfexp.report.stats import Bootstrap
+from mfexp.report.sweep_data import ROLE_LABELS, SweepData
 
 BASE = "#8d99a6"  # baseline: neutral grey-blue
 GOOD = "#2e9e4f"  # optimal / improvement: green
