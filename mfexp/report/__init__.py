@@ -1,7 +1,8 @@
 """The report: the best run of a policy sweep against the baseline, read from MLflow, as HTML.
 
-``make_report(sweep_run_id, out_dir)`` is what the sweeper calls when a sweep ends (with the
-tracking URI already set); ``python -m mfexp.report`` runs it standalone. See docs/report.md.
+``make_report(sweep_run_id, out_dir)`` is the ``report`` group's default (conf/report/html.yaml), which the
+sweeper calls when a sweep ends (tracking URI already set); ``python -m mfexp.report`` runs it standalone.
+See docs/report.md.
 """
 from __future__ import annotations
 
