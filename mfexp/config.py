@@ -48,6 +48,8 @@ class TrainerConfig:
     schedule: str = "onecycle"  # onecycle | cosine | constant
     warmup_fraction: float = 0.15  # onecycle pct_start
     early_stopping_patience: int = 0  # epochs without val-loss improvement; 0 = off
+    checkpoint: str = "best"  # weights kept: last (end of the schedule) | best (lowest validation loss)
+    refit: bool = False  # then retrain on train + validation for the epochs kept (the model tested and logged)
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     threads: int = 0  # torch intra-op threads; 0 = torch's default
