@@ -33,7 +33,7 @@ class ModelConfig:
     name: str = "resnet18"  # any timm model name
     pretrained: bool = False  # no model hub here; use checkpoint for local weights
     checkpoint: Optional[str] = None  # local state_dict (.pth/.safetensors) to start from
-    small_stem: bool = False  # 3x3 stride-1 first conv, no max-pool: for 32-64 px images
+    stem: str = "stock"  # ResNets: stock | nopool (no max-pool: 2x resolution) | small (3x3 stride-1 conv, no max-pool: 4x)
     drop_rate: float = 0.0
 
 

@@ -71,7 +71,7 @@ def new_model(cfg: DictConfig, train_set: data_mod.ImageSet) -> torch.nn.Module:
     pixels = train_set.images.reshape(-1, train_set.images.shape[-1]) / 255.0
     m = cfg.model
     return build_model(m.name, train_set.images.shape[-1], len(train_set.classes), cfg.data.image_size,
-                       pixels.mean(0), pixels.std(0), m.pretrained, m.checkpoint, m.small_stem, m.drop_rate)
+                       pixels.mean(0), pixels.std(0), m.pretrained, m.checkpoint, m.stem, m.drop_rate)
 
 
 def train(cfg: DictConfig, model: torch.nn.Module, train_set: data_mod.ImageSet, val_set: data_mod.ImageSet, policy,

@@ -184,13 +184,14 @@ def test_model_defaults_are_offline(compose_cfg):
     assert m.name == "resnet18" and m.pretrained is False and m.checkpoint is None
 
 
-def test_small_stem_keeps_resolution():
-    plain, small = _model(), _model(small_stem=True)
+def test_smaller_stems_keep_resolution():
+    plain, nopool, small = _model(), _model(stem="nopool"), _model(stem="small")
     conv = small.backbone.conv1
     assert (conv.kernel_size, conv.stride) == ((3, 3), (1, 1)) and isinstance(small.backbone.maxpool, torch.nn.Identity)
     x = torch.rand(2, 1, 32, 32)
     fmap = lambda m: m.backbone.forward_features(m.normalize(x)).shape[-1]  # noqa: E731
-    assert fmap(plain) == 1 and fmap(small) == 4
+    assert fmap(plain) == 1 and fmap(nopool) == 2 and fmap(small) == 4
+    assert isinstance(nopool.backbone.maxpool, torch.nn.Identity) and nopool.backbone.conv1.stride == (2, 2)
     assert small(x).shape == (2, 3)
     probs = Probabilities(small).eval()(x)
     assert torch.allclose(probs.sum(1), torch.ones(2))
@@ -202,7 +203,9 @@ def test_other_timm_models_and_bad_names():
         _model(name="resnet_nonexistent")
     with pytest.raises(ConfigError, match="data.image_size=16: too small for resnet18"):
         _model(image_size=16)
-    assert _model(image_size=16, small_stem=True)(torch.rand(2, 1, 16, 16)).shape == (2, 3)
+    assert _model(image_size=16, stem="small")(torch.rand(2, 1, 16, 16)).shape == (2, 3)
+    with pytest.raises(ConfigError, match="model.stem=tiny: use one of stock, nopool, small"):
+        _model(stem="tiny")
 
 
 @pytest.mark.parametrize("fmt", ["pth", "safetensors"])
