@@ -122,7 +122,7 @@ def bare_epoch(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, t, seed
 
 
 def measure(root: Path = NEU_ROOT, image_size: int = 64, batch_size: int = 64, model_name: str = "resnet18",
-            small_stem: bool = False, threads: int = 0, rounds: int = 3, max_images: int | None = None,
+            stem: str = "stock", threads: int = 0, rounds: int = 3, max_images: int | None = None,
             progress: bool = True) -> dict:
     if threads:
         torch.set_num_threads(threads)
@@ -131,7 +131,7 @@ def measure(root: Path = NEU_ROOT, image_size: int = 64, batch_size: int = 64, m
     pixels = train.images.reshape(-1, channels) / 255.0
     torch.manual_seed(0)
     initial = build_model(model_name, channels, len(train.classes), image_size, pixels.mean(0), pixels.std(0),
-                          small_stem=small_stem)
+                          stem=stem)
     t = OmegaConf.structured(TrainerConfig(epochs=1, batch_size=batch_size, progress=progress, seed=0))
     x = torch.from_numpy(np.ascontiguousarray(train.images.transpose(0, 3, 1, 2))).float().div_(255)  # B's tensors
     y = torch.from_numpy(train.labels)
@@ -175,7 +175,7 @@ def measure(root: Path = NEU_ROOT, image_size: int = 64, batch_size: int = 64, m
         "cpu_ratio_median_of_rounds": round(statistics.median(i / j for i, j in zip(ac, bc)), 4),
         "runs": runs,
         "setup": {"data": str(root), "train_images": len(train), "image_size": image_size, "channels": channels,
-                  "model": model_name, "small_stem": small_stem, "batch_size": batch_size,
+                  "model": model_name, "stem": stem, "batch_size": batch_size,
                   "torch_threads": torch.get_num_threads(), "torch": torch.__version__, "cpu": platform.processor() or platform.machine(),
                   "cores": os.cpu_count(), "load_average_before": [round(v, 2) for v in load_before],
                   "load_average_after": [round(v, 2) for v in load_after]},
@@ -188,14 +188,14 @@ def main() -> None:
     p.add_argument("--image-size", type=int, default=64)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--model", default="resnet18")
-    p.add_argument("--small-stem", action="store_true")
+    p.add_argument("--stem", default="stock", choices=["stock", "nopool", "small"])
     p.add_argument("--threads", type=int, default=0, help="torch threads for both sides (0: torch's default)")
     p.add_argument("--rounds", type=int, default=3, help="A, B pairs (one epoch each)")
     p.add_argument("--max-images", type=int, default=None, help="train on a random subset (quick runs)")
     p.add_argument("--no-progress", action="store_true", help="mfexp side without its progress bar")
     p.add_argument("--json", type=Path, help="also write the result here")
     args = p.parse_args()
-    result = measure(args.data, args.image_size, args.batch_size, args.model, args.small_stem, args.threads, args.rounds,
+    result = measure(args.data, args.image_size, args.batch_size, args.model, args.stem, args.threads, args.rounds,
                      args.max_images, not args.no_progress)
     text = json.dumps(result, indent=2)
     print(text)

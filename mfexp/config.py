@@ -33,7 +33,7 @@ class ModelConfig:
     name: str = "resnet18"  # any timm model name
     pretrained: bool = False  # no model hub here; use checkpoint for local weights
     checkpoint: Optional[str] = None  # local state_dict (.pth/.safetensors) to start from
-    small_stem: bool = False  # 3x3 stride-1 first conv, no max-pool: for 32-64 px images
+    stem: str = "stock"  # ResNets: stock | nopool (no max-pool: 2x resolution) | small (3x3 stride-1 conv, no max-pool: 4x)
     drop_rate: float = 0.0
 
 
@@ -48,6 +48,8 @@ class TrainerConfig:
     schedule: str = "onecycle"  # onecycle | cosine | constant
     warmup_fraction: float = 0.15  # onecycle pct_start
     early_stopping_patience: int = 0  # epochs without val-loss improvement; 0 = off
+    checkpoint: str = "best"  # weights kept: last (end of the schedule) | best (lowest validation loss)
+    refit: bool = False  # then retrain on train + validation for the epochs kept (the model tested and logged)
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     threads: int = 0  # torch intra-op threads; 0 = torch's default

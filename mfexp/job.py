@@ -4,6 +4,7 @@
 """
 from __future__ import annotations
 
+import copy
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,7 +13,7 @@ import numpy as np
 import torch
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from mfexp import data as data_mod
 from mfexp.demo import default_cache_dir, make_demo
@@ -57,18 +58,20 @@ def check(cfg: DictConfig) -> None:
 @dataclass
 class Trained:
     model: torch.nn.Module
-    history: History
+    history: History  # of the fit on the training split: validation loss is the objective
     device: torch.device
     channels_last: bool
     seconds: float
     images_per_second: float
+    refit_epochs: int = 0  # > 0: the model was then retrained on train + validation for this many epochs
+    refit_seconds: float = 0.0
 
 
 def new_model(cfg: DictConfig, train_set: data_mod.ImageSet) -> torch.nn.Module:
     pixels = train_set.images.reshape(-1, train_set.images.shape[-1]) / 255.0
     m = cfg.model
     return build_model(m.name, train_set.images.shape[-1], len(train_set.classes), cfg.data.image_size,
-                       pixels.mean(0), pixels.std(0), m.pretrained, m.checkpoint, m.small_stem, m.drop_rate)
+                       pixels.mean(0), pixels.std(0), m.pretrained, m.checkpoint, m.stem, m.drop_rate)
 
 
 def train(cfg: DictConfig, model: torch.nn.Module, train_set: data_mod.ImageSet, val_set: data_mod.ImageSet, policy,
@@ -84,10 +87,25 @@ def train(cfg: DictConfig, model: torch.nn.Module, train_set: data_mod.ImageSet,
     model.to(device)
     if channels_last:
         model.to(memory_format=torch.channels_last)
+    initial = copy.deepcopy(model.state_dict()) if t.refit else None
     start = time.perf_counter()
     hist = fit(model, train_loader, val_loader, policy, len(train_set.classes), t, device, channels_last, on_epoch)
     seconds = time.perf_counter() - start
-    return Trained(model, hist, device, channels_last, seconds, len(hist.val_loss) * len(train_loader) * t.batch_size / seconds)
+    trained = Trained(model, hist, device, channels_last, seconds, len(hist.val_loss) * len(train_loader) * t.batch_size / seconds)
+    if initial is not None:
+        # Validation chose the number of epochs; the model kept is trained again, from the same
+        # initial weights, on train + validation for that many epochs (nothing held out is wasted).
+        epochs = hist.best_epoch + 1
+        refit_cfg = OmegaConf.merge(t, {"epochs": epochs, "early_stopping_patience": 0, "checkpoint": "last"})
+        both = data_mod.ImageSet(np.concatenate([train_set.images, val_set.images]),
+                                 np.concatenate([train_set.labels, val_set.labels]), train_set.classes)
+        model.load_state_dict(initial)
+        start = time.perf_counter()
+        fit(model, make_loader(both, t.batch_size, train=True, pipeline=pipeline, num_workers=workers, seed=t.seed),
+            val_loader, policy, len(train_set.classes), refit_cfg, device, channels_last,
+            lambda e, ms: on_epoch(e, {"refit_train_loss": ms["train_loss"]}))
+        trained.refit_epochs, trained.refit_seconds = epochs, time.perf_counter() - start
+    return trained
 
 
 def evaluate(trained: Trained, data: data_mod.ImageSet, batch_size: int) -> tuple[np.ndarray, np.ndarray]:

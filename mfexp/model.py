@@ -46,12 +46,21 @@ class Probabilities(nn.Module):
         return torch.softmax(self.classifier(x), dim=1)
 
 
-def _small_stem(model: nn.Module, in_chans: int) -> None:
+STEMS = {"stock": 1, "nopool": 2, "small": 4}  # stem -> how much less it downsamples than timm's own
+
+
+def _stem(model: nn.Module, in_chans: int, stem: str) -> None:
     # Stock ResNet stems downsample 4x before the first block; on 32-64 px images that leaves a
-    # 1x1-2x2 final map. A 3x3 stride-1 conv without max-pool keeps 8x more resolution.
+    # 1x1-2x2 final map. `nopool` drops the max-pool (2x the resolution, ~4x the compute);
+    # `small` is a 3x3 stride-1 conv without max-pool (4x the resolution, ~16x the compute).
+    if stem not in STEMS:
+        raise ConfigError(f"model.stem={stem}: use one of {', '.join(STEMS)}")
+    if stem == "stock":
+        return
     if not (hasattr(model, "conv1") and hasattr(model, "maxpool") and isinstance(model.conv1, nn.Conv2d)):
-        raise ConfigError(f"model.small_stem=true: supported for timm ResNet-style models (conv1 + maxpool), not {type(model).__name__}")
-    model.conv1 = nn.Conv2d(in_chans, model.conv1.out_channels, 3, 1, 1, bias=False)
+        raise ConfigError(f"model.stem={stem}: supported for timm ResNet-style models (conv1 + maxpool), not {type(model).__name__}")
+    if stem == "small":
+        model.conv1 = nn.Conv2d(in_chans, model.conv1.out_channels, 3, 1, 1, bias=False)
     model.maxpool = nn.Identity()
 
 
@@ -86,7 +95,7 @@ def build_model(
     std: np.ndarray,
     pretrained: bool = False,
     checkpoint: str | None = None,
-    small_stem: bool = False,
+    stem: str = "stock",
     drop_rate: float = 0.0,
 ) -> Classifier:
     if not timm.is_model(name):
@@ -99,26 +108,23 @@ def build_model(
                 f"model.pretrained=true: weights for {name} could not be fetched ({type(e).__name__}); use model.checkpoint=PATH"
             ) from None
         raise ConfigError(f"model.name={name}: timm cannot build it ({type(e).__name__}: {e})") from None
-    if small_stem:
-        _small_stem(backbone, in_chans)
+    _stem(backbone, in_chans, stem)
     if checkpoint:
         _load_checkpoint(backbone, checkpoint)
-    reduction = _reduction(backbone, in_chans)
+    reduction = _reduction(backbone) // STEMS[stem]
     if image_size < reduction:
         raise ConfigError(
-            f"data.image_size={image_size}: too small for {name} (downsamples {reduction}x); use a larger size or model.small_stem=true"
+            f"data.image_size={image_size}: too small for {name} (downsamples {reduction}x); use a larger size or model.stem=nopool|small"
         )
-    if image_size // reduction < 4 and not small_stem:
-        log.info("%s leaves a %dx%d final feature map at %d px; model.small_stem=true keeps more detail",
+    if image_size // reduction < 4 and stem != "small":
+        log.info("%s leaves a %dx%d final feature map at %d px; model.stem=nopool|small keeps more detail",
                  name, image_size // reduction, image_size // reduction, image_size)
     return Classifier(Normalize(mean, std), backbone)
 
 
-def _reduction(backbone: nn.Module, in_chans: int) -> int:
+def _reduction(backbone: nn.Module) -> int:
+    """The stock model's total downsampling (timm's feature_info), 1 when it does not say."""
     info = getattr(backbone, "feature_info", None)
     if info:
-        red = info[-1]["reduction"] if isinstance(info, list) else info.reduction()[-1]
-        if isinstance(backbone.get_submodule("maxpool") if hasattr(backbone, "maxpool") else None, nn.Identity):
-            red //= 4  # small stem: the stride-2 conv and the max-pool are gone
-        return int(red)
+        return int(info[-1]["reduction"] if isinstance(info, list) else info.reduction()[-1])
     return 1

@@ -17,6 +17,7 @@ from mfexp.job import build, check, evaluate, load_data, new_model, seed_everyth
 from mfexp.metrics import classification_metrics, confusion_figure, predictions_frame
 from mfexp.model import Probabilities
 from mfexp.policy import policy_name
+from mfexp.summary import verdict
 from mfexp.train import resolve_device
 
 log = logging.getLogger("mfexp")
@@ -70,7 +71,9 @@ def run(cfg: DictConfig) -> float:
         hist = trained.history
         mlflow.log_metrics({"best_val_loss": hist.best_val_loss, "best_epoch": hist.best_epoch + 1,
                             "epochs_run": len(hist.val_loss), "train_seconds": trained.seconds,
-                            "train_images_per_second": trained.images_per_second})
+                            "train_images_per_second": trained.images_per_second,
+                            **({"refit_epochs": trained.refit_epochs, "refit_seconds": trained.refit_seconds}
+                               if trained.refit_epochs else {})})
         if t.evaluate_test:
             prob, yt = evaluate(trained, splits.test, t.batch_size)
             mlflow.log_metrics(classification_metrics(yt, prob, classes, prefix="test_"))
@@ -84,8 +87,12 @@ def run(cfg: DictConfig) -> float:
             plt.close(fig)
         if t.log_model:
             log_model(trained.model, splits.val.images[:2])
-        log.info("%s: best val_loss %.4f at epoch %d; MLflow run %s", name, hist.best_val_loss, hist.best_epoch + 1,
+        log.info("%s: val_loss %.4f at epoch %d; MLflow run %s", name, hist.best_val_loss, hist.best_epoch + 1,
                  active.info.run_id)
+    if t.evaluate_test:  # after the run closed: the UI shows it FINISHED, and a summary error cannot fail it
+        print(verdict(yt, prob, classes, best_epoch=hist.best_epoch + 1, epochs_run=len(hist.val_loss),
+                      refit_epochs=trained.refit_epochs, run_name=cfg.tracking.run_name or name,
+                      run_id=active.info.run_id, experiment_id=exp_id, tracking_uri=mlflow.get_tracking_uri()), flush=True)
     return hist.best_val_loss
 
 

@@ -25,10 +25,11 @@ class History:
     train_loss: list[float] = field(default_factory=list)
     val_loss: list[float] = field(default_factory=list)
     val_accuracy: list[float] = field(default_factory=list)
-    best_epoch: int = -1
+    best_epoch: int = -1  # the epoch whose weights the model holds after fit (trainer.checkpoint)
 
     @property
     def best_val_loss(self) -> float:
+        """Validation loss of the weights kept: the search's objective."""
         return self.val_loss[self.best_epoch]
 
 
@@ -83,7 +84,10 @@ def predict(model: nn.Module, loader: DataLoader, device: torch.device, channels
 
 def fit(model: nn.Module, train_loader: DataLoader, val_loader: DataLoader, policy, num_classes: int, t,
         device: torch.device, channels_last: bool, on_epoch: Callable[[int, dict], None] = lambda e, m: None) -> History:
-    """Train `model` in place; on return it holds the weights of the epoch with the lowest validation loss."""
+    """Train `model` in place. On return it holds the last epoch's weights (`t.checkpoint=last`: the
+    schedule has annealed to zero there) or those of the epoch with the lowest validation loss (`best`)."""
+    if t.checkpoint not in ("last", "best"):
+        raise ConfigError(f"trainer.checkpoint={t.checkpoint}: use last or best")
     opt, sched = make_optimizer(model, t, t.epochs * len(train_loader))
     mix_gen = torch.Generator().manual_seed(t.seed + 1)
     hist, best_state, stale = History(), None, 0
@@ -110,12 +114,17 @@ def fit(model: nn.Module, train_loader: DataLoader, val_loader: DataLoader, poli
         hist.val_accuracy.append(float((prob.argmax(1) == yv).mean()))
         if not math.isfinite(val_loss):
             raise NonFiniteLoss(f"non-finite validation loss at epoch {epoch + 1}")
-        if hist.best_epoch < 0 or val_loss < hist.best_val_loss:
-            hist.best_epoch, best_state, stale = epoch, copy.deepcopy(model.state_dict()), 0
+        if hist.best_epoch < 0 or val_loss < min(hist.val_loss[:-1]):
+            stale = 0
+            if t.checkpoint == "best":
+                hist.best_epoch, best_state = epoch, copy.deepcopy(model.state_dict())
         else:
             stale += 1
+        if t.checkpoint == "last":
+            hist.best_epoch = epoch
         on_epoch(epoch, {"train_loss": hist.train_loss[-1], "val_loss": val_loss, "val_accuracy": hist.val_accuracy[-1]})
         if t.early_stopping_patience and stale >= t.early_stopping_patience:
             break
-    model.load_state_dict(best_state)
+    if best_state is not None:
+        model.load_state_dict(best_state)
     return hist

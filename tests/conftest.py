@@ -36,7 +36,7 @@ TINY_DEMO = [f"data.demo_per_class.{k}={v}" for k, v in DEMO_PER_CLASS.items()]
 # Training that takes seconds on two shared CPU cores: 16 px, resnet18 with the small stem, one epoch.
 TINY_TRAIN = [
     "data.image_size=16",
-    "model.small_stem=true",
+    "model.stem=small",
     "trainer.epochs=1",
     "trainer.batch_size=16",
     "trainer.threads=1",

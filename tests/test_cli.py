@@ -53,7 +53,7 @@ def test_type_errors_fail_at_composition(cli, tmp_path):
     assert not (tmp_path / "mlruns").exists()  # nothing ran
 
 
-@pytest.mark.parametrize("override", ["trainer.epochs=ten", "trainer.lr=fast", "model.small_stem=maybe",
+@pytest.mark.parametrize("override", ["trainer.epochs=ten", "trainer.lr=fast", "trainer.refit=maybe",
                                       "data.demo_per_class.good=many", "trainer.no_such_key=1", "model=no_such_model"])
 def test_type_and_key_errors_are_caught_before_anything_runs(compose_cfg, override):
     with pytest.raises(ConfigCompositionException):
@@ -126,7 +126,7 @@ BAD_INPUT = {
     "epochs_zero": (None, ["trainer.epochs=0"], r"trainer\.epochs=0: must be a positive integer"),
     "epochs_negative": (None, ["trainer.epochs=-2"], r"trainer\.epochs=-2: must be a positive integer"),
     "batch_zero": (None, ["trainer.batch_size=0"], r"trainer\.batch_size=0: must be a positive integer"),
-    "image_too_small_for_model": (None, ["model.small_stem=false"], r"data\.image_size=16: too small for resnet18 \(downsamples 32x\)"),
+    "image_too_small_for_model": (None, ["model.stem=stock"], r"data\.image_size=16: too small for resnet18 \(downsamples 32x\)"),
     "image_too_small": (None, ["data.image_size=4"], r"data\.image_size=4: must be at least 8 pixels"),
     "bad_device": (None, ["trainer.device=gpu0"], r"trainer\.device=gpu0: not a device"),
     "bad_magnitude": (None, ["augment=policy", "augment.techniques.rotate.m=1.5"], r"augment technique '[Rr]otate'.*m=1\.5 is outside \[0, 1\]"),
@@ -266,7 +266,7 @@ def test_plugin_adds_a_report_option(plugin_path, cli):
 
 
 def test_plugin_options_train_and_are_tracked(plugin_path, mlflow_store, cli):
-    p = cli(*TINY_DEMO, *TINY_TRAIN, *mlflow_store.overrides, *PLUGIN_OPTIONS, "data.image_size=32", "model.small_stem=false",
+    p = cli(*TINY_DEMO, *TINY_TRAIN, *mlflow_store.overrides, *PLUGIN_OPTIONS, "data.image_size=32", "model.stem=stock",
             env={"PYTHONPATH": str(plugin_path)})
     assert p.returncode == 0, p.stderr[-3000:]
     (r,) = mlflow_store.runs()

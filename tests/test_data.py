@@ -153,6 +153,25 @@ def test_demo_is_the_default_and_is_deterministic(tmp_path, compose_cfg):
     assert s.test.counts() == {"good": 1, "pit": 1, "scratch": 1}  # test/ folder of the demo tree
 
 
+def test_a_short_training_on_the_demo_beats_the_majority_class(compose_cfg):
+    """The demo is learnable: the default model, a few epochs, no policy, finds the defects.
+
+    The demo before generator v2 failed this: its model predicted `good` for every part.
+    """
+    from mfexp.job import evaluate, load_data, new_model, seed_everything, train
+    from mfexp.metrics import classification_metrics
+
+    cfg = compose_cfg("trainer.epochs=5", "trainer.refit=false", "trainer.progress=false", "trainer.num_workers=0")
+    splits = load_data(cfg.data)
+    seed_everything(cfg.trainer)
+    trained = train(cfg, new_model(cfg, splits.train), splits.train, splits.val, Policy())
+    prob, y = evaluate(trained, splits.test, cfg.trainer.batch_size)
+    m = classification_metrics(y, prob, splits.classes, prefix="")
+    majority = np.bincount(y).max() / len(y)  # 0.6: what always answering `good` scores
+    assert m["accuracy"] >= majority + 0.25, m
+    assert min(m[f"recall/{c}"] for c in splits.classes) >= 0.5, m  # every defect kind is found
+
+
 # ---------------------------------------------------------------------------- model
 def _model(**kw):
     kw = {"name": "resnet18", "in_chans": 1, "num_classes": 3, "image_size": 32, "mean": np.array([0.5]),
@@ -165,13 +184,14 @@ def test_model_defaults_are_offline(compose_cfg):
     assert m.name == "resnet18" and m.pretrained is False and m.checkpoint is None
 
 
-def test_small_stem_keeps_resolution():
-    plain, small = _model(), _model(small_stem=True)
+def test_smaller_stems_keep_resolution():
+    plain, nopool, small = _model(), _model(stem="nopool"), _model(stem="small")
     conv = small.backbone.conv1
     assert (conv.kernel_size, conv.stride) == ((3, 3), (1, 1)) and isinstance(small.backbone.maxpool, torch.nn.Identity)
     x = torch.rand(2, 1, 32, 32)
     fmap = lambda m: m.backbone.forward_features(m.normalize(x)).shape[-1]  # noqa: E731
-    assert fmap(plain) == 1 and fmap(small) == 4
+    assert fmap(plain) == 1 and fmap(nopool) == 2 and fmap(small) == 4
+    assert isinstance(nopool.backbone.maxpool, torch.nn.Identity) and nopool.backbone.conv1.stride == (2, 2)
     assert small(x).shape == (2, 3)
     probs = Probabilities(small).eval()(x)
     assert torch.allclose(probs.sum(1), torch.ones(2))
@@ -183,7 +203,9 @@ def test_other_timm_models_and_bad_names():
         _model(name="resnet_nonexistent")
     with pytest.raises(ConfigError, match="data.image_size=16: too small for resnet18"):
         _model(image_size=16)
-    assert _model(image_size=16, small_stem=True)(torch.rand(2, 1, 16, 16)).shape == (2, 3)
+    assert _model(image_size=16, stem="small")(torch.rand(2, 1, 16, 16)).shape == (2, 3)
+    with pytest.raises(ConfigError, match="model.stem=tiny: use one of stock, nopool, small"):
+        _model(stem="tiny")
 
 
 @pytest.mark.parametrize("fmt", ["pth", "safetensors"])

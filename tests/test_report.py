@@ -33,7 +33,7 @@ PNGS = ["class_distribution", "parallel_coordinates", "val_loss_waterfall", "rec
 TINY = [
     "data.demo_per_class.good=24", "data.demo_per_class.scratch=8", "data.demo_per_class.pit=8",
     "data.demo_per_class.crack=8", "data.demo_per_class.stain=8",
-    "data.image_size=16", "model.small_stem=true", "trainer.epochs=1", "trainer.batch_size=16",
+    "data.image_size=16", "model.stem=small", "trainer.epochs=1", "trainer.batch_size=16",
     "trainer.threads=1", "trainer.num_workers=0", "trainer.progress=false",
 ]
 AXES = "flip.rr,rotate.m,rotate.rr"

@@ -161,7 +161,7 @@ def _dataset_and_model(pg: Page) -> None:
         ("images", escape(", ".join(f"{s} {sum(c.values())}" for s, c in counts.items()))),
         ("image size / channels", escape(f"{ds.get('image_size', p.get('data.image_size', '?'))} px, {ds.get('channels', '?')} channel(s)")),
         ("dataset fingerprint", f"<code>{escape(base.run.fingerprint)}</code>"),
-        ("model", escape(f"{p.get('model.name', '?')} (timm)") + (", small stem (3x3 stride 1, no max-pool)" if p.get("model.small_stem") == "True" else "")
+        ("model", escape(f"{p.get('model.name', '?')} (timm)") + (f", {p['model.stem']} stem" if p.get("model.stem", "stock") != "stock" else "")
          + (", pretrained" if p.get("model.pretrained") == "True" else ", from scratch")
          + (escape(f", checkpoint {p['model.checkpoint']}") if p.get("model.checkpoint") not in (None, "None") else "")),
         ("training", escape(f"epochs {p.get('trainer.epochs', '?')}, batch {p.get('trainer.batch_size', '?')}, "
