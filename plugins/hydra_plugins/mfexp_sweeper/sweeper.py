@@ -199,11 +199,11 @@ class PolicySweeper(Sweeper):
             screening = kind == "candidate"
             tags = dict(tags)
             role = tags.pop("role", "candidate")
-            # Screening never touches the test split nor logs a model; a full run is always tested and logs
-            # its model as the command line says (trainer.log_model, true by default).
+            # Screening never touches the test split, refits or logs a model; a full run is always tested,
+            # refits and logs its model as the command line says (trainer.refit / log_model).
             fixed = [f"tracking.role={role}", f"trainer.evaluate_test={not screening}"]
             if screening:
-                fixed.append("trainer.log_model=False")
+                fixed += ["trainer.log_model=False", "trainer.refit=False"]
             key = self.run.candidate_key(sorted(defining + fixed))
             found = self.run.finished(key)
             if found is not None:
