@@ -42,14 +42,14 @@ class TrainerConfig:
     epochs: int = 15
     batch_size: int = 64
     optimizer: str = "adamw"  # adamw | sgd
-    lr: float = 3e-3
+    lr: float = 2e-3
     weight_decay: float = 0.05
     momentum: float = 0.9  # sgd only
     schedule: str = "onecycle"  # onecycle | cosine | constant
-    warmup_fraction: float = 0.15  # onecycle pct_start
+    warmup_fraction: float = 0.3  # onecycle pct_start
     early_stopping_patience: int = 0  # epochs without val-loss improvement; 0 = off
-    checkpoint: str = "best"  # weights kept: last (end of the schedule) | best (lowest validation loss)
-    refit: bool = False  # then retrain on train + validation for the epochs kept (the model tested and logged)
+    checkpoint: str = "last"  # weights kept: last (end of the schedule) | best (lowest validation loss)
+    refit: bool = True  # then retrain on train + validation for the epochs kept (the model tested and logged)
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     threads: int = 0  # torch intra-op threads; 0 = torch's default

@@ -274,7 +274,7 @@ def test_early_stopping_on_val_loss():
 def test_best_epoch_weights_are_kept():
     train, val = _toy_loaders()
     model = _linear()
-    t = _trainer(epochs=4, lr=3.0, optimizer="sgd", schedule="constant")  # too high a rate: the last epoch is worse
+    t = _trainer(epochs=4, lr=3.0, optimizer="sgd", schedule="constant", checkpoint="best")  # the last epoch is worse
     hist = fit(model, train, val, Policy(), 2, t, torch.device("cpu"), False)
     assert hist.best_epoch < 3 and hist.val_loss[-1] > hist.best_val_loss
     from mfexp.train import predict
@@ -282,6 +282,45 @@ def test_best_epoch_weights_are_kept():
     prob, y = predict(model, val, torch.device("cpu"))
     nll = float(torch.nn.functional.nll_loss(torch.log(torch.from_numpy(prob)), torch.from_numpy(y)))
     assert nll == pytest.approx(hist.best_val_loss, rel=1e-5)
+
+
+def test_last_checkpoint_keeps_the_final_weights():
+    from mfexp.train import predict
+
+    train, val = _toy_loaders()
+    model = _linear()
+    t = _trainer(epochs=4, lr=3.0, optimizer="sgd", schedule="constant")  # the default checkpoint: last
+    hist = fit(model, train, val, Policy(), 2, t, torch.device("cpu"), False)
+    assert hist.best_epoch == 3 and hist.best_val_loss == hist.val_loss[-1] > min(hist.val_loss)
+    prob, y = predict(model, val, torch.device("cpu"))
+    nll = float(torch.nn.functional.nll_loss(torch.log(torch.from_numpy(prob)), torch.from_numpy(y)))
+    assert nll == pytest.approx(hist.val_loss[-1], rel=1e-5)
+
+
+@pytest.mark.parametrize("checkpoint", ["last", "best"])
+def test_refit_trains_again_on_train_and_validation(monkeypatch, compose_cfg, checkpoint):
+    """Validation picks the epochs; the model kept is retrained from the same start on both splits."""
+    from mfexp import job
+
+    calls = []
+
+    def recording_fit(model, train_loader, val_loader, policy, k, t, *args, **kw):
+        calls.append((len(train_loader.dataset), t.epochs, {n: p.detach().clone() for n, p in model.state_dict().items()}))
+        return fit(model, train_loader, val_loader, policy, k, t, *args, **kw)
+
+    monkeypatch.setattr(job, "fit", recording_fit)
+    from conftest import TINY_DEMO, TINY_TRAIN
+
+    cfg = compose_cfg(*TINY_DEMO, *TINY_TRAIN, "trainer.epochs=3", f"trainer.checkpoint={checkpoint}")
+    assert cfg.trainer.refit is True  # the default
+    splits = job.load_data(cfg.data)
+    job.seed_everything(cfg.trainer)
+    trained = job.train(cfg, job.new_model(cfg, splits.train), splits.train, splits.val, Policy())
+    (n1, e1, start1), (n2, e2, start2) = calls
+    assert (n1, n2) == (len(splits.train), len(splits.train) + len(splits.val))
+    assert e1 == 3 and e2 == trained.history.best_epoch + 1 == trained.refit_epochs
+    assert all(torch.equal(start1[k], start2[k]) for k in start1)  # the same initial weights
+    assert len(trained.history.val_loss) == 3  # the history (and objective) is the first fit's
 
 
 def test_progress_bar_goes_to_stderr(capfd):
