@@ -35,6 +35,9 @@ TAG_KEPT = "mfexp.kept"  # comma-separated techniques, in search order
 TAG_REJECTED = "mfexp.rejected"
 TAG_REJECTED_REASONS = "mfexp.rejected_reasons"  # JSON: technique -> verdict
 TAG_RANKING_HELD = "mfexp.ranking_held"  # "true" when the full-budget runs agree with the screening
+TAG_RANKING_VERDICT = "mfexp.ranking_verdict"  # one line: which full-budget run the sweep keeps, and why
+TAG_RANKING_AGREEMENT = "mfexp.ranking_agreement"  # one line: Spearman's rho screening vs full budget, or why undefined
+TAG_RANKING_PAIRS = "mfexp.ranking_pairs"  # JSON: the policies trained at both fidelities, their runs and losses
 TAG_REPORT = "mfexp.report"  # the report's artifact path
 
 # ------------------------------------------------------------------ model registry (mfexp/report/registry.py)
@@ -69,6 +72,8 @@ SCREEN_BASELINE_VAL_LOSS = "screen.baseline_val_loss"
 SCREEN_BEST_VAL_LOSS = "screen.best_val_loss"
 CHECK_SCREEN_GAIN = "check.screen_gain"
 CHECK_FULL_GAIN = "check.full_gain"
+CHECK_SPEARMAN_RHO = "check.spearman_rho"  # screening vs full-budget val loss; logged only when defined (>= 3 pairs)
+CHECK_RANK_PAIRS = "check.rank_pairs"  # how many policies were trained at both fidelities
 PARAM_SEARCH_AXES = "search.axes"  # comma-separated technique.axis, in search order
 
 

@@ -1,12 +1,15 @@
-"""What the two search backends share: candidates, their results, the outcome, and the noise threshold.
+"""What the two search backends share: candidates, their results, the outcome, the noise threshold, the ranking check.
 
 Free of Hydra and MLflow. The sweeper turns a `Candidate` into a job and the job's objective into a
 `Result`; a backend (`staged.StagedSearch`, `optuna_search.OptunaSearch`) returns an `Outcome`,
-which `sweep_run.SweepRun` records in MLflow.
+which `sweep_run.SweepRun` records in MLflow, with the ranking check (`ranking_verdict`, `rank_agreement`)
+of the full-budget runs against the screening.
 """
 
 import itertools
 import math
+import statistics
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -72,3 +75,107 @@ def noise_threshold(base: Sequence[Result], noise_factor: float, min_improvement
     ok = [r.val_loss for r in base if r.ok]
     noise = (max(ok) - min(ok)) if len(ok) > 1 else 0.0
     return noise, max(noise_factor * noise, min_improvement)
+
+
+# ------------------------------------------------------------------ the ranking check (full budget vs screening)
+ROLE_WORDS = {"baseline": "baseline", "final": "searched policy", "reference": "trivial reference"}
+
+
+def ranking_verdict(val_loss: Mapping[str, float], best_role: str) -> str:
+    """One line: which full-budget run (``baseline`` / ``final`` / ``reference``) the sweep keeps, and why.
+
+    ``val_loss``: role -> best validation loss of the full-budget runs that exist; ``best_role``: the winner."""
+    def f(role: str) -> str:
+        return f"{val_loss[role]:.4f}"
+
+    tie = " (a tie on val loss goes to the lower test error, then to the simpler run)"
+    kept = f"the {ROLE_WORDS[best_role]} is kept"
+    if "final" in val_loss:
+        if best_role == "final":
+            others = " and ".join(f"{ROLE_WORDS[r]} {f(r)}" for r in ("baseline", "reference") if r in val_loss)
+            return f"the searched policy held at full budget: val loss {f('final')} vs {others}; {kept}"
+        line = f"the searched policy lost at full budget: val loss {f('final')} vs {ROLE_WORDS[best_role]} {f(best_role)}"
+        if best_role == "reference":
+            line += f" (baseline {f('baseline')})"
+        return line + (tie if val_loss["final"] == val_loss[best_role] else "") + f"; {kept}"
+    if best_role == "reference":
+        return (f"the search kept no technique and the trivial reference beat the baseline at full budget: val loss "
+                f"{f('reference')} vs {f('baseline')}" + (tie if val_loss["reference"] == val_loss["baseline"] else "")
+                + f"; {kept}")
+    ref = f" vs trivial reference {f('reference')}" if "reference" in val_loss else ""
+    return f"the search kept no technique and the baseline held at full budget: val loss {f('baseline')}{ref}; {kept}"
+
+
+@dataclass(frozen=True)
+class RankPair:
+    """One policy trained at both fidelities: its full-budget run and its screening runs at the top rung."""
+
+    policy: str  # the three-word policy name (tag mfexp.policy), the same at every fidelity
+    role: str  # the full-budget run's role: baseline | final | reference
+    full_run_id: str
+    full_loss: float
+    screen_run_ids: tuple[str, ...]
+    screen_loss: float  # mean best val loss of the screening runs (several seeds for the no-policy runs)
+
+
+@dataclass(frozen=True)
+class RankAgreement:
+    pairs: tuple[RankPair, ...]
+    unscreened: tuple[str, ...]  # full-budget roles whose policy has no screening run at the top rung
+    rho: float | None  # Spearman's rho; None when undefined
+    text: str  # one line: the value, or why it is undefined
+
+
+def rank_pairs(full: Mapping[str, tuple[str, str, float]],
+               screening: Sequence[tuple[str, int, str, float]]) -> tuple[list[RankPair], list[str]]:
+    """Match full-budget runs with screening runs of the same policy at the top screening rung.
+
+    ``full``: role -> (policy name, run id, best val loss); ``screening``: (policy name, rung, run id,
+    best val loss) of the finished candidates. Returns the pairs and the roles left unmatched. Only the
+    top rung counts: lower rungs are another fidelity, and mixing them would rank the fidelities too."""
+    screening = [s for s in screening if s[0] and math.isfinite(s[3])]
+    top = max((s[1] for s in screening), default=0)
+    at_top: dict[str, list[tuple[str, float]]] = {}
+    for name, rung, run_id, loss in screening:
+        if rung == top:
+            at_top.setdefault(name, []).append((run_id, loss))
+    pairs, unscreened = [], []
+    for role, (name, run_id, loss) in full.items():
+        runs = at_top.get(name)
+        if not runs or not math.isfinite(loss):
+            unscreened.append(role)
+            continue
+        pairs.append(RankPair(name, role, run_id, float(loss), tuple(r for r, _ in runs),
+                              statistics.fmean(v for _, v in runs)))
+    return pairs, unscreened
+
+
+def rank_agreement(pairs: Sequence[RankPair], unscreened: Sequence[str] = ()) -> RankAgreement:
+    """Spearman's rho between the screening and the full-budget validation losses of the same policies.
+
+    Defined from 3 pairs on (2 points always correlate perfectly); undefined, with the reason, below
+    that or when one side has no spread at all."""
+    n = len(pairs)
+    names = ", ".join(f"{ROLE_WORDS[p.role]} {p.policy}" for p in pairs) or "none"
+    missing = f"; not screened: {', '.join(ROLE_WORDS.get(r, r) for r in unscreened)}" if unscreened else ""
+    if n < 3:
+        order = ""
+        if n == 2:
+            a, b = pairs
+            same = (a.screen_loss - b.screen_loss) * (a.full_loss - b.full_loss) > 0
+            order = f"; the two {'agree' if same else 'disagree'} on their order"
+        return RankAgreement(tuple(pairs), tuple(unscreened), None,
+                             f"Spearman's rho undefined: {n} polic{'y' if n == 1 else 'ies'} trained at both fidelities "
+                             f"({names}), it needs at least 3{order}{missing}")
+    from scipy.stats import spearmanr  # scikit-learn's dependency; imported here, not at Hydra's plugin scan
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # constant input: rho is nan, said below
+        rho = float(spearmanr([p.screen_loss for p in pairs], [p.full_loss for p in pairs]).statistic)
+    if not math.isfinite(rho):
+        return RankAgreement(tuple(pairs), tuple(unscreened), None,
+                             f"Spearman's rho undefined: the {n} policies trained at both fidelities ({names}) have "
+                             f"equal validation losses at one fidelity{missing}")
+    return RankAgreement(tuple(pairs), tuple(unscreened), rho,
+                         f"Spearman's rho {rho:+.2f} between screening and full-budget val loss over {n} policies "
+                         f"({names}){missing}")
