@@ -6,14 +6,25 @@ does), and the report is built from them: the full-budget runs get made-up test 
 """
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
+import numpy as np
 import pytest
+from conftest import TINY_DEMO
 from hydra_plugins.mfexp_sweeper.search import (
+    Candidate,
+    Outcome,
     RankPair,
+    Result,
     rank_agreement,
     rank_pairs,
     ranking_verdict,
 )
+from omegaconf import OmegaConf
 from scipy.stats import spearmanr
+
+from mfexp import keys
 
 
 # ------------------------------------------------------------------------------ the verdict line
@@ -88,3 +99,115 @@ def test_pairs_match_policies_at_the_top_rung_and_average_the_seeds():
     assert [(p.role, p.screen_run_ids, p.screen_loss, p.full_run_id) for p in pairs] == [
         ("baseline", ("s0", "s1"), pytest.approx(0.62), "b"), ("final", ("top",), 0.55, "f")]
     assert unscreened == ["reference"]
+
+
+# ------------------------------------------------------------------------------ the sweep run in MLflow
+CLASSES = ["good", "scratch", "pit"]
+Y_TRUE = np.array([0, 0, 0, 0, 1, 1, 2, 2, 0, 1, 2, 0])
+
+
+def _full_run(c, run, role: str, policy: str, val_loss: float, flips: int) -> str:
+    """A finished full-budget child with test metrics and the artifacts the report reads."""
+    import pandas as pd
+
+    from mfexp.metrics import classification_metrics
+
+    rid = c.create_run(run.experiment_id, tags={keys.TAG_ROLE: role, keys.TAG_PARENT: run.run_id, keys.TAG_POLICY: policy,
+                                                keys.TAG_FINGERPRINT: run.fingerprint}).info.run_id
+    y_pred = Y_TRUE.copy()
+    y_pred[:flips] = (y_pred[:flips] + 1) % len(CLASSES)  # `flips` wrong predictions
+    prob = np.full((len(Y_TRUE), len(CLASSES)), 0.1)
+    prob[np.arange(len(Y_TRUE)), y_pred] = 0.8
+    frame = pd.DataFrame(prob, columns=[f"prob/{k}" for k in CLASSES])
+    frame.insert(0, "y_pred", y_pred)
+    frame.insert(0, "y_true", Y_TRUE)
+    c.log_text(rid, frame.to_csv(index=False), "test_predictions.csv")
+    c.log_dict(rid, {"classes": CLASSES, "good_class": "good"}, "dataset.json")
+    c.log_dict(rid, {"mode": "all", "canonical": {}, "name": policy}, "policy.json")
+    for k, v in {**classification_metrics(Y_TRUE, prob, CLASSES, prefix="test_"), keys.BEST_VAL_LOSS: val_loss,
+                 keys.TRAIN_SECONDS: 1.0}.items():
+        c.log_metric(rid, k, v)
+    c.set_terminated(rid, "FINISHED")
+    return rid
+
+
+def _screen_run(c, run, policy: str, rung: int, stage: int, val_loss: float, winner: bool = False) -> str:
+    tags = {keys.TAG_ROLE: "candidate", keys.TAG_PARENT: run.run_id, keys.TAG_POLICY: policy, keys.TAG_RUNG: str(rung),
+            keys.TAG_STAGE: str(stage), keys.TAG_TECHNIQUE: "none" if stage == 0 else "flip",
+            keys.TAG_FIDELITY: f"e{rung + 1}-s0.5"}
+    if winner:
+        tags[keys.TAG_STAGE_WINNER] = "true"
+    rid = c.create_run(run.experiment_id, tags=tags).info.run_id
+    c.log_metric(rid, keys.BEST_VAL_LOSS, val_loss)
+    c.log_metric(rid, keys.EPOCHS_RUN, rung + 1)
+    c.set_terminated(rid, "FINISHED")
+    return rid
+
+
+def _play_sweep(compose_cfg, store, sweep_dir: Path, full_loss: dict[str, float], screen_loss: dict[str, float]):
+    """A sweep of the no-policy runs (two seeds), one kept flip stage and the trivial reference, all made up.
+
+    ``full_loss``: role -> full-budget val loss; ``screen_loss``: policy -> top-rung screening val loss
+    (the reference's policy is screened only when it is in ``screen_loss``)."""
+    from hydra_plugins.mfexp_sweeper.sweep_run import SweepRun
+
+    cfg = compose_cfg(*TINY_DEMO, "data.image_size=16", *store.overrides)
+    # The composed search node as is (already typed by its schema): merging it with a freshly imported
+    # SearchConf breaks when Hydra's plugin scan has executed the sweeper's config module a second time.
+    settings = OmegaConf.to_container(cfg.search, resolve=True)
+    policy = {"baseline": "plain-plain-baseline", "final": "flashy-flip-falcon", "reference": "trivial-trivial-tiger"}
+    with SweepRun(cfg, settings, [], sweep_dir) as run:
+        c = run.client
+        s0 = _screen_run(c, run, policy["baseline"], 1, 0, screen_loss[policy["baseline"]], winner=True)
+        _screen_run(c, run, policy["baseline"], 1, 0, screen_loss[policy["baseline"]] + 0.02)  # seed 1
+        _screen_run(c, run, policy["final"], 0, 1, 0.01)  # lower rung: never paired
+        s1 = _screen_run(c, run, policy["final"], 1, 1, screen_loss[policy["final"]], winner=True)
+        if policy["reference"] in screen_loss:
+            _screen_run(c, run, policy["reference"], 1, 2, screen_loss[policy["reference"]])
+        ids = {role: _full_run(c, run, role, policy[role], loss, flips)
+               for (role, loss), flips in zip(full_loss.items(), (3, 2, 4))}
+        incumbent = Result(Candidate((("flip", "rr", 0.5),), 1, 0, 1, "flip"), screen_loss[policy["final"]], s1)
+        base = Result(Candidate((), 1), screen_loss[policy["baseline"]], s0)
+        outcome = Outcome((("flip", "rr", 0.5),), ["flip"], {}, [], 0.01, 0.01, base, incumbent)
+        full = {role: Result(Candidate((), -1), loss, ids[role]) for role, loss in full_loss.items()}
+        run.finish(outcome, full["baseline"], full.get("final"), full.get("reference"), run.cost(1, 1.0), None, None)
+    return run.run_id, ids, store.client().get_run(run.run_id), policy
+
+
+def test_a_sweep_whose_policy_lost_says_why_in_mlflow_and_on_the_console(compose_cfg, mlflow_store, tmp_path, capsys):
+    sid, ids, sweep, _ = _play_sweep(compose_cfg, mlflow_store, tmp_path / "multirun",
+                                     {"baseline": 0.380, "final": 0.412, "reference": 0.450},
+                                     {"plain-plain-baseline": 0.60, "flashy-flip-falcon": 0.50})
+    tags, metrics = sweep.data.tags, sweep.data.metrics
+    assert tags[keys.TAG_BEST_ROLE] == "baseline" and tags[keys.TAG_RANKING_HELD] == "false"
+    assert tags[keys.TAG_RANKING_VERDICT] == ("the searched policy lost at full budget: val loss 0.4120 vs baseline "
+                                              "0.3800; the baseline is kept")
+    # Two policies were trained at both fidelities (no policy, flip): rho is undefined, not a made-up number.
+    assert metrics[keys.CHECK_RANK_PAIRS] == 2
+    assert keys.CHECK_SPEARMAN_RHO not in metrics
+    assert tags[keys.TAG_RANKING_AGREEMENT].startswith("Spearman's rho undefined: 2 policies trained at both fidelities")
+    assert tags[keys.TAG_RANKING_AGREEMENT].endswith("the two disagree on their order; not screened: trivial reference")
+    pairs = json.loads(tags[keys.TAG_RANKING_PAIRS])
+    assert [(p["role"], p["full_run_id"], len(p["screen_run_ids"])) for p in pairs] == [
+        ("baseline", ids["baseline"], 2), ("final", ids["final"], 1)]
+    assert pairs[0]["screen_loss"] == pytest.approx(0.61)
+    out = capsys.readouterr().out
+    assert f"  ranking check: {tags[keys.TAG_RANKING_VERDICT]}\n" in out
+    assert f"  screening vs full budget: {tags[keys.TAG_RANKING_AGREEMENT]}\n" in out
+
+
+def test_a_sweep_whose_policy_won_logs_spearmans_rho_over_three_policies(compose_cfg, mlflow_store, tmp_path, capsys):
+    full = {"baseline": 0.380, "final": 0.350, "reference": 0.400}
+    screen = {"plain-plain-baseline": 0.60, "flashy-flip-falcon": 0.50, "trivial-trivial-tiger": 0.55}
+    sid, ids, sweep, policy = _play_sweep(compose_cfg, mlflow_store, tmp_path / "multirun", full, screen)
+    tags, metrics = sweep.data.tags, sweep.data.metrics
+    assert tags[keys.TAG_BEST_ROLE] == "final"
+    assert tags[keys.TAG_RANKING_VERDICT] == ("the searched policy held at full budget: val loss 0.3500 vs baseline "
+                                              "0.3800 and trivial reference 0.4000; the searched policy is kept")
+    means = [0.61, 0.50, 0.55]  # the no-policy screening value is the mean of its two seeds
+    expected = spearmanr(means, [full[r] for r in ("baseline", "final", "reference")]).statistic
+    assert metrics[keys.CHECK_RANK_PAIRS] == 3
+    assert metrics[keys.CHECK_SPEARMAN_RHO] == pytest.approx(expected) == pytest.approx(0.5)
+    assert tags[keys.TAG_RANKING_AGREEMENT].startswith("Spearman's rho +0.50 between screening and full-budget val loss "
+                                                       "over 3 policies")
+    assert f"  ranking check: {tags[keys.TAG_RANKING_VERDICT]}\n" in capsys.readouterr().out

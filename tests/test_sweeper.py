@@ -226,10 +226,12 @@ def _assert_well_formed(runs, output: str) -> tuple:
         for r in roles.get(role, []):
             assert "test_error_rate" in r.data.metrics, role
             assert r.data.params["trainer.log_model"] == "False"  # the command line's choice is honoured
-    for k in ("search.cost_multiple", "search.candidate_epochs", "search.candidates", "search.noise"):
+    for k in ("search.cost_multiple", "search.candidate_epochs", "search.candidates", "search.noise", "check.rank_pairs"):
         assert k in parent.data.metrics, k
+    assert parent.data.tags.get("mfexp.ranking_verdict", "").endswith(" is kept"), parent.data.tags
     assert f"mfexp sweep {parent.info.run_id} finished" in output
-    for line in ("test error  baseline", "winning policy:", "rejected:", "search cost:", "MLflow UI:"):
+    for line in ("test error  baseline", "winning policy:", "rejected:", "ranking check: the ", "screening vs full budget: ",
+                 "search cost:", "MLflow UI:"):
         assert line in output, line
     return parent, roles
 

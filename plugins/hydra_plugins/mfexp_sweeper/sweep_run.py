@@ -21,7 +21,7 @@ from omegaconf import DictConfig
 import mfexp
 from mfexp import keys
 
-from .search import Outcome, Result
+from .search import Outcome, RankAgreement, Result, rank_agreement, rank_pairs, ranking_verdict
 
 log = logging.getLogger("mfexp.sweep")
 
@@ -159,6 +159,15 @@ class SweepRun:
             metrics[keys.CHECK_SCREEN_GAIN] = outcome.screen_baseline.val_loss - outcome.incumbent.val_loss
             metrics[keys.CHECK_FULL_GAIN] = full_gain
             tags[keys.TAG_RANKING_HELD] = str(full_gain > 0).lower()
+        # The ranking check acts: say which run is kept and why, and how well screening ranked the policies.
+        verdict = ranking_verdict({role: rank(role)[0] for role in runs}, best_role)
+        agreement = self.rank_agreement(runs)
+        tags[keys.TAG_RANKING_VERDICT] = verdict
+        tags[keys.TAG_RANKING_AGREEMENT] = agreement.text
+        tags[keys.TAG_RANKING_PAIRS] = json.dumps([vars(p) for p in agreement.pairs])
+        metrics[keys.CHECK_RANK_PAIRS] = len(agreement.pairs)
+        if agreement.rho is not None:
+            metrics[keys.CHECK_SPEARMAN_RHO] = agreement.rho
         for role, r in runs.items():
             for k in (keys.BEST_VAL_LOSS, keys.TEST_ERROR_RATE):
                 if k in r.data.metrics:
@@ -166,7 +175,22 @@ class SweepRun:
         c.log_batch(self.run_id, metrics=[_metric(k, v) for k, v in metrics.items()],
                     tags=[_tag(k, v) for k, v in tags.items()])
         report_path = self._report(report, model_name) if report is not None else None
-        self._summary(runs, best_role, outcome, cost, report_path)
+        self._summary(runs, best_role, outcome, cost, report_path, verdict, agreement)
+
+    def rank_agreement(self, runs: dict) -> RankAgreement:
+        """Spearman's rho of screening vs full-budget val loss over the policies trained at both (matched by mfexp.policy)."""
+        full = {role: (r.data.tags.get(keys.TAG_POLICY, ""), r.info.run_id, r.data.metrics.get(keys.BEST_VAL_LOSS, float("nan")))
+                for role, r in runs.items()}
+        screening = []
+        candidates = self._children(f"tags.`{keys.TAG_ROLE}` = 'candidate' and attributes.status = 'FINISHED'")
+        for r in sorted(candidates, key=lambda r: r.info.start_time):
+            if keys.BEST_VAL_LOSS in r.data.metrics:
+                try:
+                    rung = int(r.data.tags.get(keys.TAG_RUNG, 0))
+                except ValueError:
+                    rung = 0
+                screening.append((r.data.tags.get(keys.TAG_POLICY, ""), rung, r.info.run_id, r.data.metrics[keys.BEST_VAL_LOSS]))
+        return rank_agreement(*rank_pairs(full, screening))
 
     def _report(self, report: Callable[..., Any], model_name: str | None) -> Path | None:
         try:
@@ -175,7 +199,8 @@ class SweepRun:
             log.error("report failed: %s (rerun: python -m mfexp.report --sweep-id %s)", e, self.run_id)
             return None
 
-    def _summary(self, runs: dict, best_role: str, outcome: Outcome, cost: dict, report_path: Path | None) -> None:
+    def _summary(self, runs: dict, best_role: str, outcome: Outcome, cost: dict, report_path: Path | None,
+                 verdict: str, agreement: RankAgreement) -> None:
         def err(role):
             v = runs[role].data.metrics.get("test_error_rate") if role in runs else None
             return f"{v:.2%}" if v is not None else "-"
@@ -191,6 +216,8 @@ class SweepRun:
             f"  winning policy: {runs[best_role].data.tags.get(keys.TAG_POLICY)} ({best_role}); kept: "
             f"{', '.join(outcome.kept) or 'none'}",
             f"  rejected: {', '.join(f'{t} ({why})' for t, why in outcome.rejected.items()) or 'none'}",
+            f"  ranking check: {verdict}",
+            f"  screening vs full budget: {agreement.text}",
             f"  search cost: {cost['candidates']} candidates, {cost['full_epochs']:.1f} full-data epochs = "
             f"{cost['cost_multiple']:.2f}x one full training, {cost['wall_seconds'] / 60:.1f} min",
             f"  report: {report_path or '(none)'}",
