@@ -7,6 +7,7 @@ does), and the report is built from them: the full-budget runs get made-up test 
 from __future__ import annotations
 
 import json
+from html.parser import HTMLParser
 from pathlib import Path
 
 import numpy as np
@@ -211,3 +212,74 @@ def test_a_sweep_whose_policy_won_logs_spearmans_rho_over_three_policies(compose
     assert tags[keys.TAG_RANKING_AGREEMENT].startswith("Spearman's rho +0.50 between screening and full-budget val loss "
                                                        "over 3 policies")
     assert f"  ranking check: {tags[keys.TAG_RANKING_VERDICT]}\n" in capsys.readouterr().out
+
+
+# ------------------------------------------------------------------------------ the report
+class _Cells(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.cells: list[dict] = []
+        self.tagged: dict[str, str] = {}
+        self._open: str | None = None
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        if "data-value" in a:
+            self.cells.append(a)
+        if "data-tag" in a:
+            self._open = a["data-tag"]
+            self.tagged[self._open] = ""
+
+    def handle_data(self, data):
+        if self._open:
+            self.tagged[self._open] += data
+
+    def handle_endtag(self, tag):
+        if tag in ("div", "p"):
+            self._open = None
+
+
+def test_the_report_shows_rho_and_the_verdict_with_their_provenance(compose_cfg, mlflow_store, tmp_path):
+    from mfexp.report import build_report
+
+    full = {"baseline": 0.380, "final": 0.350, "reference": 0.400}
+    screen = {"plain-plain-baseline": 0.60, "flashy-flip-falcon": 0.50, "trivial-trivial-tiger": 0.55}
+    sid, ids, sweep, _ = _play_sweep(compose_cfg, mlflow_store, tmp_path / "multirun", full, screen)
+    report = build_report(sid, tmp_path / "report", register_model=False, bootstrap_samples=50, log_artifacts=False,
+                          client=mlflow_store.client())
+    p = _Cells()
+    p.feed(report.html.read_text(encoding="utf-8"))
+    rho = [c for c in p.cells if c.get("data-metric") == keys.CHECK_SPEARMAN_RHO]
+    assert len(rho) == 1 and rho[0]["data-run"] == sid
+    assert float(rho[0]["data-value"]) == sweep.data.metrics[keys.CHECK_SPEARMAN_RHO]
+    n = [c for c in p.cells if c.get("data-metric") == keys.CHECK_RANK_PAIRS]
+    assert len(n) == 1 and n[0]["data-run"] == sid and float(n[0]["data-value"]) == 3
+    # Each pair: its full-budget run's val loss and its screening run's (or the mean of the seeds, derived).
+    val = {c["data-run"]: float(c["data-value"]) for c in p.cells if c.get("data-metric") == keys.BEST_VAL_LOSS}
+    for role, rid in ids.items():
+        assert val[rid] == full[role]
+    means = [c for c in p.cells if c.get("data-derived") == "ranking/screen/plain-plain-baseline"]
+    assert len(means) == 1 and float(means[0]["data-value"]) == pytest.approx(0.61)
+    pairs = json.loads(sweep.data.tags[keys.TAG_RANKING_PAIRS])
+    assert all(rid in means[0]["title"] for rid in pairs[0]["screen_run_ids"])
+    assert val[pairs[1]["screen_run_ids"][0]] == screen["flashy-flip-falcon"]  # a single screening run: its own metric
+    assert " ".join(p.tagged[keys.TAG_RANKING_VERDICT].split()) == (
+        f"Sweep verdict: {sweep.data.tags[keys.TAG_RANKING_VERDICT]}.")
+    assert p.tagged[keys.TAG_RANKING_AGREEMENT] == sweep.data.tags[keys.TAG_RANKING_AGREEMENT] + "."
+    assert any(v.get("metric") == keys.CHECK_SPEARMAN_RHO and v["run_id"] == sid for v in report.payload["values"])
+    assert report.payload["ranking_verdict"] == sweep.data.tags[keys.TAG_RANKING_VERDICT]
+
+
+def test_the_report_of_a_sweep_with_rho_undefined_says_why_and_shows_no_rho(compose_cfg, mlflow_store, tmp_path):
+    from mfexp.report import build_report
+
+    sid, _, sweep, _ = _play_sweep(compose_cfg, mlflow_store, tmp_path / "multirun",
+                                   {"baseline": 0.380, "final": 0.412, "reference": 0.450},
+                                   {"plain-plain-baseline": 0.60, "flashy-flip-falcon": 0.50})
+    report = build_report(sid, tmp_path / "report", register_model=False, bootstrap_samples=50, log_artifacts=False,
+                          client=mlflow_store.client())
+    p = _Cells()
+    p.feed(report.html.read_text(encoding="utf-8"))
+    assert not [c for c in p.cells if c.get("data-metric") == keys.CHECK_SPEARMAN_RHO]
+    assert p.tagged[keys.TAG_RANKING_AGREEMENT].startswith("Spearman's rho undefined: 2 policies")
+    assert "the searched policy lost at full budget" in p.tagged[keys.TAG_RANKING_VERDICT]

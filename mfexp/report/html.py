@@ -10,6 +10,7 @@ import math
 from html import escape
 from pathlib import Path
 
+from mfexp import keys
 from mfexp.report.registry import Registration
 from mfexp.report.sections import SECTIONS, Page
 from mfexp.report.stats import Bootstrap
@@ -50,6 +51,8 @@ def _page(pg: Page) -> tuple[str, dict]:
         "policy": best.run.policy, "searched_policy": data.searched.policy, "axes": data.axes,
         "kept": data.kept, "rejected": data.rejected, "classes": data.classes,
         "bootstrap": boot.as_dict(), "registry": reg.as_dict() if reg else None, "notes": data.notes,
+        "ranking_verdict": data.sweep.tags.get(keys.TAG_RANKING_VERDICT),
+        "ranking_agreement": data.sweep.tags.get(keys.TAG_RANKING_AGREEMENT),
         "values": w.values,
     }
     title = f"mfexp report · {data.experiment_name} · {best.run.policy}"

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from mfexp import keys
 from mfexp.report.charts import axis_label, optimal_label
+from mfexp.report.ranking import ranking_check
 from mfexp.report.registry import Registration
 from mfexp.report.stats import Bootstrap, Interval
 from mfexp.report.sweep_data import ROLE_LABELS, SweepData
@@ -55,9 +56,10 @@ class Writer:
         return (f'<td class="{cls}" data-run="{escape(run_id)}" data-metric="{escape(key)}" data-value="{value!r}" '
                 f'title="MLflow metric {escape(key)} of run {escape(run_id)}: {value!r}">{escape(fmt(value))}</td>')
 
-    def derived(self, name: str, value: float, text: str, cls: str = "num") -> str:
+    def derived(self, name: str, value: float, text: str, cls: str = "num", title: str = "") -> str:
         self.values.append({"derived": name, "value": value})
-        return f'<td class="{cls}" data-derived="{escape(name)}" data-value="{value!r}">{escape(text)}</td>'
+        hover = f' title="{escape(title)}"' if title else ""
+        return f'<td class="{cls}" data-derived="{escape(name)}" data-value="{value!r}"{hover}>{escape(text)}</td>'
 
 
 def _img(path: Path, alt: str, caption: str) -> str:
@@ -232,6 +234,7 @@ def _full_budget_runs(pg: Page) -> None:
             f"{w.metric(rid, keys.TEST_MACRO_F1, lambda v: f'{v:.3f}')}{w.metric(rid, keys.TRAIN_SECONDS, lambda v: f'{v:.0f} s')}</tr>")
     add("</table>")
     add("<p class=\"muted\">Best run: lowest best validation loss at full budget, ties broken by test error rate.</p>")
+    ranking_check(pg)
 
 
 def _waterfall(pg: Page) -> None:
