@@ -171,7 +171,7 @@ def rank_agreement(pairs: Sequence[RankPair], unscreened: Sequence[str] = ()) ->
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # constant input: rho is nan, said below
-        rho = float(spearmanr([p.screen_loss for p in pairs], [p.full_loss for p in pairs]).statistic)
+        rho = float(spearmanr([p.screen_loss for p in pairs], [p.full_loss for p in pairs])[0])
     if not math.isfinite(rho):
         return RankAgreement(tuple(pairs), tuple(unscreened), None,
                              f"Spearman's rho undefined: the {n} policies trained at both fidelities ({names}) have "
