@@ -1,6 +1,7 @@
 """The default recipe against a plain timm + torch loop, on NEU and on an imbalanced cut of it.
 
     .venv/bin/python bench/recipe.py --epochs 15 --seeds 0 1 2 --out bench/results/recipe-15.json
+    .venv/bin/python bench/recipe.py --table bench/results/recipe-*.json     # the table of saved runs
 
 For every (data set, epochs, seed) it trains, one at a time:
 
@@ -116,6 +117,17 @@ def interval(xs: list[float]) -> tuple[float, float]:
     return m, float(stats.t.ppf(0.975, len(xs) - 1) * np.std(xs, ddof=1) / np.sqrt(len(xs)))
 
 
+def table(rows: list[dict]) -> str:
+    """Markdown: one line per (set, epochs, column), test error mean ± 95 % interval over seeds."""
+    out = ["| set | epochs | column | test error % (mean ± 95 % CI) | seeds | wall s per run |", "|---|---:|---|---:|---:|---:|"]
+    keys = dict.fromkeys((r["set"], r["epochs"], r["column"]) for r in rows)
+    for key in sorted(keys, key=lambda k: (k[0], k[1])):
+        sel = [r for r in rows if (r["set"], r["epochs"], r["column"]) == key]
+        m, h = interval([100 * r["test_error_rate"] for r in sel])
+        out.append(f"| {key[0]} | {key[1]} | {key[2]} | {m:.1f} ± {h:.1f} | {len(sel)} | {np.mean([r['wall_seconds'] for r in sel]):.0f} |")
+    return "\n".join(out)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, default=NEU)
@@ -129,7 +141,11 @@ def main() -> None:
     ap.add_argument("--no-plain", action="store_true", help="skip the plain loop")
     ap.add_argument("--no-default", action="store_true", help="skip mfexp at its defaults (variants only)")
     ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument("--table", type=Path, nargs="+", metavar="JSON", help="only print the table of saved results")
     args = ap.parse_args()
+    if args.table:
+        print(table([r for f in args.table for r in json.loads(f.read_text())["rows"]]))
+        return
     if not (args.data / "train").is_dir():
         raise SystemExit(f"recipe: no image folder at {args.data} (give --data DIR with DIR/train/<class>/*)")
     columns = ({} if args.no_default else {"mfexp": ""}) | dict(v.split("=", 1) for v in args.variant)
@@ -159,16 +175,7 @@ def main() -> None:
                         if args.out:
                             args.out.parent.mkdir(parents=True, exist_ok=True)
                             args.out.write_text(json.dumps(results, indent=1))
-    print("\n| set | epochs | column | test error % (mean ± 95 % CI) | seeds | wall s (mean) |")
-    print("|---|---:|---|---:|---:|---:|")
-    for name in args.sets:
-        for epochs in args.epochs:
-            for col in ([] if args.no_plain else ["plain"]) + list(columns):
-                rows = [r for r in results["rows"] if (r["set"], r["epochs"], r["column"]) == (name, epochs, col)]
-                m, h = interval([100 * r["test_error_rate"] for r in rows])
-                print(f"| {name} | {epochs} | {col} | {m:.1f} ± {h:.1f} | {len(rows)} | "
-                      f"{np.mean([r['wall_seconds'] for r in rows]):.0f} |")
-
+    print(table(results["rows"]))
 
 if __name__ == "__main__":
     main()

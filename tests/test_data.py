@@ -264,7 +264,7 @@ def test_fit_learns_and_reports_every_epoch():
 
 def test_early_stopping_on_val_loss():
     train, val = _toy_loaders()
-    t = _trainer(epochs=10, lr=0.0, schedule="constant", early_stopping_patience=2)
+    t = _trainer(epochs=10, lr=0.0, schedule="constant", early_stopping_patience=2, checkpoint="best")
     hist = fit(_linear(), train, val, Policy(), 2, t, torch.device("cpu"), False)
     assert len(hist.val_loss) == 3 and hist.best_epoch == 0  # no improvement for 2 epochs: stop
     hist = fit(_linear(), train, val, Policy(), 2, _trainer(epochs=3, lr=0.0, schedule="constant"), torch.device("cpu"), False)
