@@ -54,28 +54,23 @@ def train_job(overrides: list[str], test: bool) -> dict:
     """One training in a worker process: val loss, and test error when asked."""
     from hydra import compose, initialize_config_dir
 
-    from mfexp.config import register_configs
-    from mfexp import data as data_mod
     from mfexp import job as R
+    from mfexp.config import register_configs
 
     if "init" not in _CFG:
         register_configs()
         initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3").__enter__()
         _CFG["init"] = True
-    cfg = compose("config", overrides=overrides)
+    cfg = compose("config", overrides=[*overrides, f"trainer.evaluate_test={str(test).lower()}"])
     start = time.perf_counter()
     try:
-        splits = R.load_data(cfg.data)
-        train_set = data_mod.subset(splits.train, cfg.data.subset, cfg.data.seed)
-        policy = R.build(cfg.augment, "augment")
-        R.seed_everything(cfg.trainer)
-        trained = R.train(cfg, R.new_model(cfg, train_set), train_set, splits.val, policy)
+        trained = R.execute(R.prepare(cfg))  # the same pipeline as `python -m mfexp`, untracked
     except Exception as e:  # noqa: BLE001 - a failed candidate is a data point, not the end
         return {"val_loss": None, "error": f"{type(e).__name__}: {e}"}
     out = {"val_loss": trained.history.best_val_loss, "epochs_run": len(trained.history.val_loss),
            "seconds": time.perf_counter() - start, "subset": cfg.data.subset}
     if test:
-        prob, y = R.evaluate(trained, splits.test, cfg.trainer.batch_size)
+        prob, y = trained.test_prob, trained.test_labels
         out["test_error"] = float((prob.argmax(1) != y).mean())
         out["test_correct"] = (prob.argmax(1) == y).astype(int).tolist()
     return out

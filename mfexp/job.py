@@ -1,13 +1,31 @@
-"""From a composed config to a trained model, with no tracking: data, policy, model, train loop.
+"""The untracked pipeline, from a composed config to a trained model: `prepare` checks and builds, `execute` trains.
 
-`mfexp.run` wraps this in an MLflow run; the benchmarks call it directly.
+``prepare(cfg) -> Job`` does everything that can fail on bad input, so `mfexp.run` calls it before
+any MLflow run opens: check the config, load the data, take ``data.subset``, build the policy and
+the synth plugin, resolve ``trainer.device`` (once: the blend and the fit use ``Job.device``), seed,
+build the model and name the policy. ``execute(job) -> Trained`` blends in the synthetic images,
+fits (and refits on train + validation, ``trainer.refit``) and, with ``trainer.evaluate_test``,
+predicts the test split. Neither function tracks anything; `mfexp.run` logs what they return, and
+the benchmarks call them (or `train` / `evaluate`) directly. One exception: the synth plugin
+annotates whatever MLflow run is active (which GAN made its images), so a tracked caller calls
+`execute` inside its run.
+
+Normalisation statistics come from the real training images only (after ``data.subset``, before
+the synthetic blend): `prepare` builds the model, whose ``Normalize`` layer holds them, before any
+synthetic image exists. Deliberately so: the served model sees real images, so their statistics
+fix its input scaling; a generator whose samples drift in brightness or contrast must not shift
+it; and runs with and without ``synth=gan``, or with different ``r``, scale their input the same
+way, so a sweep over ``r`` compares the extra training data and nothing else. The refit on train +
+validation keeps the same model, hence the same statistics.
 """
 from __future__ import annotations
 
 import copy
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -20,6 +38,8 @@ from mfexp.demo import default_cache_dir, make_demo
 from mfexp.errors import ConfigError, MfexpError
 from mfexp.loader import default_workers, make_loader
 from mfexp.model import build_model
+from mfexp.policy import Policy
+from mfexp.policy_names import policy_name
 from mfexp.train import History, fit, predict, resolve_device
 
 
@@ -65,6 +85,63 @@ class Trained:
     images_per_second: float
     refit_epochs: int = 0  # > 0: the model was then retrained on train + validation for this many epochs
     refit_seconds: float = 0.0
+    synthetic_images: int = 0  # blended into the training split (synth), 0 without synth
+    test_prob: np.ndarray | None = None  # (N, K) class probabilities on the test split (trainer.evaluate_test)
+    test_labels: np.ndarray | None = None
+
+
+@dataclass
+class Job:
+    """Everything `execute` needs, built and checked by `prepare`."""
+
+    cfg: DictConfig
+    splits: data_mod.Splits  # train / val / test as loaded; the training images used are `train_set`
+    train_set: data_mod.ImageSet  # the real training images after data.subset, before the synthetic blend
+    policy: Policy
+    synth: Any | None  # the synth plugin (``generate(...)``), None for synth=none
+    r: float  # synthetic share of the training split, 0.0 without synth
+    device: torch.device  # trainer.device, resolved once
+    model: torch.nn.Module  # untrained; normalisation from `train_set` (real images only)
+    name: str  # three-word policy name (synthetic r included)
+
+
+def prepare(cfg: DictConfig) -> Job:
+    """Check and build everything for one training; a bad input raises MfexpError here, before any run."""
+    check(cfg)
+    t, d = cfg.trainer, cfg.data
+    splits = load_data(d)
+    train_set = data_mod.subset(splits.train, d.subset, d.seed)
+    policy = build(cfg.augment, "augment")
+    synth = build(cfg.synth, "synth") if cfg.synth.get("_target_") else None
+    r = float(cfg.synth.get("r", 0.0)) if synth is not None else 0.0
+    device = resolve_device(t.device)
+    seed_everything(t)
+    model = new_model(cfg, train_set)  # real images only: see the module docstring
+    name = policy_name(policy.canonical({"synthetic": {"r": r}} if r > 0 else None))
+    return Job(cfg, splits, train_set, policy, synth, r, device, model, name)
+
+
+def execute(job: Job, on_epoch: Callable[[int, dict], None] = lambda epoch, metrics: None,
+            on_blend: Callable[[int], None] = lambda n: None) -> Trained:
+    """Blend the synthetic images in, fit ``job.model`` (once: it is trained in place), predict the test split.
+
+    ``on_epoch(epoch, metrics)`` gets each epoch's metrics, ``on_blend(n)`` the number of synthetic
+    images before training starts. Tracks nothing itself, but the synth plugin annotates the active
+    MLflow run."""
+    cfg, t, splits = job.cfg, job.cfg.trainer, job.splits
+    train_set, n_synthetic = job.train_set, 0
+    if job.synth is not None:
+        xs, ys = job.synth.generate(train_set.images, train_set.labels, list(splits.classes), splits.good_class,
+                                    splits.fingerprint, t.seed, job.device)
+        train_set = data_mod.ImageSet(np.concatenate([train_set.images, xs]), np.concatenate([train_set.labels, ys]),
+                                      train_set.classes)
+        n_synthetic = len(ys)
+        on_blend(n_synthetic)
+    trained = train(cfg, job.model, train_set, splits.val, job.policy, on_epoch, device=job.device)
+    trained.synthetic_images = n_synthetic
+    if t.evaluate_test:
+        trained.test_prob, trained.test_labels = evaluate(trained, splits.test, t.batch_size)
+    return trained
 
 
 def new_model(cfg: DictConfig, train_set: data_mod.ImageSet) -> torch.nn.Module:
@@ -75,10 +152,10 @@ def new_model(cfg: DictConfig, train_set: data_mod.ImageSet) -> torch.nn.Module:
 
 
 def train(cfg: DictConfig, model: torch.nn.Module, train_set: data_mod.ImageSet, val_set: data_mod.ImageSet, policy,
-          on_epoch=lambda epoch, metrics: None) -> Trained:
-    """The training core, free of tracking: loaders, device, fit. The benchmarks call it directly."""
+          on_epoch=lambda epoch, metrics: None, device: torch.device | None = None) -> Trained:
+    """The training core, free of tracking: loaders, fit, refit. ``device`` defaults to ``trainer.device``."""
     t = cfg.trainer
-    device = resolve_device(t.device)
+    device = resolve_device(t.device) if device is None else device
     channels_last = device.type == "cuda" if str(t.channels_last).lower() == "auto" else str(t.channels_last).lower() == "true"
     pipeline = policy.image_pipeline(seed=t.seed)
     workers = t.num_workers if t.num_workers >= 0 else default_workers(pipeline is not None)

@@ -1,4 +1,4 @@
-"""One tracked training run: data -> policy -> model -> fit -> test metrics -> MLflow. Returns validation loss."""
+"""One tracked training run: `mfexp.job` prepares and trains, this module logs it to MLflow. Returns validation loss."""
 from __future__ import annotations
 
 import logging
@@ -11,71 +11,55 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 import mfexp
-from mfexp import data as data_mod
-from mfexp import tracking
-from mfexp.job import build, check, evaluate, load_data, new_model, seed_everything, train
+from mfexp import keys, tracking
+from mfexp.job import execute, prepare
 from mfexp.metrics import classification_metrics, confusion_figure, predictions_frame
 from mfexp.model import Probabilities
-from mfexp.policy import policy_name
 from mfexp.summary import verdict
-from mfexp.train import resolve_device
 
 log = logging.getLogger("mfexp")
 
 
 def run(cfg: DictConfig) -> float:
-    check(cfg)
-    t, d = cfg.trainer, cfg.data
-    splits = load_data(d)
-    train_set = data_mod.subset(splits.train, d.subset, d.seed)
-    policy = build(cfg.augment, "augment")
-    synth = build(cfg.synth, "synth") if cfg.synth.get("_target_") else None
-    r = float(cfg.synth.get("r", 0.0)) if synth is not None else 0.0
-    resolve_device(t.device)  # a bad device fails here, before anything is tracked
-    seed_everything(t)
+    job = prepare(cfg)  # every bad input fails here, before a run opens
+    t, d, splits, train_set, name = cfg.trainer, cfg.data, job.splits, job.train_set, job.name
     classes = list(splits.classes)
-    model = new_model(cfg, train_set)
-    name = policy_name(policy.canonical({"synthetic": {"r": r}} if r > 0 else None))
 
     exp_id = tracking.setup(cfg.tracking.uri, cfg.tracking.store_dir, cfg.tracking.experiment)
     tags = {
-        tracking.TAG_ROLE: cfg.tracking.role,
-        tracking.TAG_FINGERPRINT: splits.fingerprint,
-        tracking.TAG_POLICY: name,
-        tracking.TAG_ENGINE: mfexp.__version__,
-        **{(k if "." in k else f"mfexp.{k}"): str(v) for k, v in cfg.tracking.tags.items()},
+        keys.TAG_ROLE: cfg.tracking.role,
+        keys.TAG_FINGERPRINT: splits.fingerprint,
+        keys.TAG_POLICY: name,
+        keys.TAG_ENGINE: mfexp.__version__,
+        **{(k if "." in k else f"{keys.PREFIX}{k}"): str(v) for k, v in cfg.tracking.tags.items()},
     }
     log.info("run %s: policy %s on %d train / %d val / %d test images (%s), experiment %s",
              cfg.tracking.role, name, len(train_set), len(splits.val), len(splits.test), ", ".join(classes), exp_id)
     with tracking.tracked_run(cfg.tracking.run_name or name, tags, cfg.tracking.parent_run_id) as active:
         resolved = OmegaConf.to_container(cfg, resolve=True)
         mlflow.log_params({k: str(v)[:6000] for k, v in tracking.flatten(resolved).items()})
-        params = policy.params()
-        if synth is not None:
-            params["policy.synthetic.r"] = r
+        params = job.policy.params()
+        if job.synth is not None:
+            params["policy.synthetic.r"] = job.r
         mlflow.log_params(params)
         mlflow.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
-        mlflow.log_dict(policy.describe(), "policy.json")
+        mlflow.log_dict(job.policy.describe(), "policy.json")
         mlflow.log_dict({"classes": classes, "good_class": splits.good_class, "fingerprint": splits.fingerprint,
                          "image_size": d.image_size, "channels": int(train_set.images.shape[-1]),
                          "counts": {"train": train_set.counts(), "val": splits.val.counts(), "test": splits.test.counts()}},
                         "dataset.json")
-        if synth is not None:
-            xs, ys = synth.generate(train_set.images, train_set.labels, classes, splits.good_class, splits.fingerprint,
-                                    t.seed, resolve_device(t.device))
-            train_set = data_mod.ImageSet(np.concatenate([train_set.images, xs]), np.concatenate([train_set.labels, ys]),
-                                          train_set.classes)
-            mlflow.log_metric("synthetic_images", len(ys))
 
-        trained = train(cfg, model, train_set, splits.val, policy, on_epoch=lambda e, ms: mlflow.log_metrics(ms, step=e + 1))
+        # Inside the run: the synth plugin annotates the active run with the GAN that made its images.
+        trained = execute(job, on_epoch=lambda e, ms: mlflow.log_metrics(ms, step=e + 1),
+                          on_blend=lambda n: mlflow.log_metric("synthetic_images", n))
         hist = trained.history
-        mlflow.log_metrics({"best_val_loss": hist.best_val_loss, "best_epoch": hist.best_epoch + 1,
-                            "epochs_run": len(hist.val_loss), "train_seconds": trained.seconds,
+        mlflow.log_metrics({keys.BEST_VAL_LOSS: hist.best_val_loss, "best_epoch": hist.best_epoch + 1,
+                            keys.EPOCHS_RUN: len(hist.val_loss), keys.TRAIN_SECONDS: trained.seconds,
                             "train_images_per_second": trained.images_per_second,
                             **({"refit_epochs": trained.refit_epochs, "refit_seconds": trained.refit_seconds}
                                if trained.refit_epochs else {})})
         if t.evaluate_test:
-            prob, yt = evaluate(trained, splits.test, t.batch_size)
+            prob, yt = trained.test_prob, trained.test_labels
             mlflow.log_metrics(classification_metrics(yt, prob, classes, prefix="test_"))
             with tempfile.TemporaryDirectory() as tmp:
                 predictions_frame(yt, prob, classes).to_csv(Path(tmp) / "test_predictions.csv", index=False)
