@@ -73,6 +73,8 @@ def check(cfg: DictConfig) -> None:
         raise ConfigError(f"trainer.epochs={t.epochs}: must be a positive integer")
     if t.batch_size < 1:
         raise ConfigError(f"trainer.batch_size={t.batch_size}: must be a positive integer")
+    if t.checkpoint not in ("last", "best"):
+        raise ConfigError(f"trainer.checkpoint={t.checkpoint}: use last or best")
 
 
 @dataclass

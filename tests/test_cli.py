@@ -126,6 +126,8 @@ BAD_INPUT = {
     "epochs_zero": (None, ["trainer.epochs=0"], r"trainer\.epochs=0: must be a positive integer"),
     "epochs_negative": (None, ["trainer.epochs=-2"], r"trainer\.epochs=-2: must be a positive integer"),
     "batch_zero": (None, ["trainer.batch_size=0"], r"trainer\.batch_size=0: must be a positive integer"),
+    "bad_checkpoint": (None, ["trainer.checkpoint=first"], r"trainer\.checkpoint=first: use last or best"),
+    "bad_stem": (None, ["model.stem=tiny"], r"model\.stem=tiny: use one of stock, nopool, small"),
     "image_too_small_for_model": (None, ["model.stem=stock"], r"data\.image_size=16: too small for resnet18 \(downsamples 32x\)"),
     "image_too_small": (None, ["data.image_size=4"], r"data\.image_size=4: must be at least 8 pixels"),
     "bad_device": (None, ["trainer.device=gpu0"], r"trainer\.device=gpu0: not a device"),
