@@ -40,7 +40,7 @@ from mfexp.loader import default_workers, make_loader
 from mfexp.model import build_model
 from mfexp.policy import Policy
 from mfexp.policy_names import policy_name
-from mfexp.train import History, fit, predict, resolve_device
+from mfexp.train import CHECKPOINTS, History, fit, predict, resolve_device
 
 
 def load_data(d) -> data_mod.Splits:
@@ -73,8 +73,8 @@ def check(cfg: DictConfig) -> None:
         raise ConfigError(f"trainer.epochs={t.epochs}: must be a positive integer")
     if t.batch_size < 1:
         raise ConfigError(f"trainer.batch_size={t.batch_size}: must be a positive integer")
-    if t.checkpoint not in ("last", "best"):
-        raise ConfigError(f"trainer.checkpoint={t.checkpoint}: use last or best")
+    if t.checkpoint not in CHECKPOINTS:  # fit checks it too; here it fails before any run opens
+        raise ConfigError(f"trainer.checkpoint={t.checkpoint}: use {' or '.join(CHECKPOINTS)}")
 
 
 @dataclass

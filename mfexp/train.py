@@ -16,6 +16,9 @@ from tqdm.auto import tqdm
 from mfexp.errors import ConfigError
 
 
+CHECKPOINTS = ("last", "best")  # trainer.checkpoint: the weights fit leaves in the model
+
+
 class NonFiniteLoss(RuntimeError):
     """Training diverged (NaN/inf loss): the candidate failed, not the user's input."""
 
@@ -86,8 +89,8 @@ def fit(model: nn.Module, train_loader: DataLoader, val_loader: DataLoader, poli
         device: torch.device, channels_last: bool, on_epoch: Callable[[int, dict], None] = lambda e, m: None) -> History:
     """Train `model` in place. On return it holds the last epoch's weights (`t.checkpoint=last`: the
     schedule has annealed to zero there) or those of the epoch with the lowest validation loss (`best`)."""
-    if t.checkpoint not in ("last", "best"):
-        raise ConfigError(f"trainer.checkpoint={t.checkpoint}: use last or best")
+    if t.checkpoint not in CHECKPOINTS:
+        raise ConfigError(f"trainer.checkpoint={t.checkpoint}: use {' or '.join(CHECKPOINTS)}")
     opt, sched = make_optimizer(model, t, t.epochs * len(train_loader))
     mix_gen = torch.Generator().manual_seed(t.seed + 1)
     hist, best_state, stale = History(), None, 0
