@@ -150,9 +150,10 @@ def _mfexp(args: list[str], cwd: Path, server: Server, timeout: float = 600) -> 
                           timeout=timeout)
 
 
-def _popen(args: list[str], cwd: Path, server: Server, log: Path) -> subprocess.Popen:
+def _popen(args: list[str], cwd: Path, server: Server, log: Path, env: dict | None = None) -> subprocess.Popen:
     with open(log, "w") as out:
-        return subprocess.Popen([sys.executable, "-m", "mfexp", *args], cwd=cwd, env={**os.environ, **ENV, **server.env},
+        return subprocess.Popen([sys.executable, "-m", "mfexp", *args], cwd=cwd,
+                                env={**os.environ, **ENV, **server.env, **(env or {})},
                                 stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
 
 
@@ -270,21 +271,23 @@ def _wait_for(proc: subprocess.Popen, log: Path, what, timeout: float = 400):
 
 @pytest.mark.scale
 def test_a_sweep_killed_mid_candidate_resumes_without_retraining_finished_ones(server, tmp_path):
+    """kill -9 lands right after the first screening candidate logged an epoch (tests/faults/), so the
+    baseline has finished and the candidate's run is RUNNING; the same command then resumes the sweep."""
     experiment = "scale-kill"
     args = _sweep_args(tmp_path, experiment)
     log1 = tmp_path / "first.log"
-    proc = _popen(args, tmp_path, server, log1)
-
-    def a_child_running_after_the_baseline():
-        runs = server.runs(experiment)
-        base_done = any(r.data.tags.get(ROLE) == "baseline" and r.info.status == "FINISHED" for r in runs)
-        return base_done and [r for r in runs if r.info.status == "RUNNING" and r.data.tags.get(PARENT)]
-
+    killer = ["+hydra.callbacks.kill._target_=kill_mid_candidate.KillMidCandidate"]
+    env = {"PYTHONPATH": os.pathsep.join([str(ROOT / "tests" / "faults"), os.environ.get("PYTHONPATH", "")])}
+    proc = _popen([*args, *killer], tmp_path, server, log1, env)
     try:
-        running = _wait_for(proc, log1, a_child_running_after_the_baseline)
+        proc.wait(timeout=400)
     finally:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode == -signal.SIGKILL, f"exit {proc.returncode}, not the drill's kill:\n" + log1.read_text()[-3000:]
+    running = [r for r in server.runs(experiment) if r.info.status == "RUNNING" and r.data.tags.get(PARENT)]
+    assert [r.data.tags.get(ROLE) for r in running] == ["candidate"], log1.read_text()[-3000:]
     before = {r.info.run_id: r for r in server.runs(experiment)}
     finished_before = {r.data.tags[CAND]: i for i, r in before.items() if r.info.status == "FINISHED" and CAND in r.data.tags}
     killed = [r.info.run_id for r in running]
