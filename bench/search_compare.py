@@ -1,14 +1,18 @@
 """Search strategies side by side on real data, at the same screening budget, over several seeds.
 
 Columns: no policy (augment=none), the zero-search TrivialAugment-style reference (augment=trivial),
-mfexp's staged search, and a grid, random search and Optuna TPE over the same axes, each spending
-the screening compute the staged search spent for that seed. Every search's winner is trained at
-full budget and tested; selection only ever sees validation loss.
+mfexp's staged search, density matching (``search=density``: no screening training, the no-policy
+run's model scores the techniques), and a grid, random search and Optuna TPE over the same axes,
+each spending the screening compute the staged search spent for that seed. Every search's winner
+is trained at full budget (the default recipe, refit included) and tested; selection only ever
+sees validation loss. Screening runs never refit, as in the sweeper.
 
 It drives mfexp's own pieces (Hydra-composed config, data, policy, model, train loop, and the
 sweeper's StagedSearch) in a process pool without MLflow, so a GPU box runs many candidates at once:
 
     python bench/search_compare.py --data ../shared/data/neu-surface-defect --seeds 0 1 2 --jobs 6
+
+On a 2-core CPU: ``--jobs 1`` (seeds then run one after another, so wall times mean something).
 """
 from __future__ import annotations
 
@@ -37,9 +41,10 @@ ON_OFF = {"flip", "d4"}
 _CFG = {}
 
 
-def overrides_for(policy, data_root: str, epochs: int, subset: float, seed: int, extra: list[str]) -> list[str]:
+def overrides_for(policy, data_root: str, epochs: int, subset: float, seed: int, extra: list[str],
+                  screening: bool = False) -> list[str]:
     out = ["data=folder", f"data.root={data_root}", "trainer.progress=false", f"trainer.epochs={epochs}",
-           f"data.subset={subset}", f"trainer.seed={seed}", *extra]
+           f"data.subset={subset}", f"trainer.seed={seed}", *extra, *(["trainer.refit=false"] if screening else [])]
     if policy == "trivial":
         return out + ["augment=trivial"]
     out.append("augment=policy")
@@ -50,10 +55,14 @@ def overrides_for(policy, data_root: str, epochs: int, subset: float, seed: int,
     return out
 
 
-def train_job(overrides: list[str], test: bool) -> dict:
-    """One training in a worker process: val loss, and test error when asked."""
+def train_job(overrides: list[str], test: bool, probe: dict | None = None) -> dict:
+    """One training in a worker process: val loss, and test error when asked.
+
+    ``probe``: {technique: [m, ...]} to score by density matching after the fit (mfexp/density.py),
+    returned as ``density`` with the seconds it took."""
     from hydra import compose, initialize_config_dir
 
+    from mfexp import density
     from mfexp import job as R
     from mfexp.config import register_configs
 
@@ -62,13 +71,24 @@ def train_job(overrides: list[str], test: bool) -> dict:
         initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3").__enter__()
         _CFG["init"] = True
     cfg = compose("config", overrides=[*overrides, f"trainer.evaluate_test={str(test).lower()}"])
+    scored: dict = {}
+
+    def after_fit(trained) -> None:
+        t0 = time.perf_counter()
+        targets = {k: v._target_ for k, v in compose("config", overrides=["augment=policy"]).augment.techniques.items()}
+        job_ = prepared
+        s = density.score(trained.model, job_.splits.val, job_.train_set.labels, targets, probe, device=trained.device,
+                          channels_last=trained.channels_last, batch_size=cfg.trainer.batch_size * 2, seed=cfg.trainer.seed)
+        scored.update(density=s.to_dict(), density_seconds=time.perf_counter() - t0)
+
     start = time.perf_counter()
     try:
-        trained = R.execute(R.prepare(cfg))  # the same pipeline as `python -m mfexp`, untracked
+        prepared = R.prepare(cfg)
+        trained = R.execute(prepared, after_fit=after_fit if probe else None)  # as `python -m mfexp`, untracked
     except Exception as e:  # noqa: BLE001 - a failed candidate is a data point, not the end
         return {"val_loss": None, "error": f"{type(e).__name__}: {e}"}
     out = {"val_loss": trained.history.best_val_loss, "epochs_run": len(trained.history.val_loss),
-           "seconds": time.perf_counter() - start, "subset": cfg.data.subset}
+           "seconds": time.perf_counter() - start, "subset": cfg.data.subset, **scored}
     if test:
         prob, y = trained.test_prob, trained.test_labels
         out["test_error"] = float((prob.argmax(1) != y).mean())
@@ -84,19 +104,44 @@ class Bench:
         search = yaml.safe_load((ROOT / "conf/search/default.yaml").read_text())
         self.order, self.space, self.rungs = search["order"], search["space"], search["rungs"]
         self.eta, self.noise_seeds = search["eta"], search["noise_seeds"]
+        # density matching: the search=density preset over SearchConf's defaults
+        from hydra_plugins.mfexp_sweeper.config import SearchConf
+
+        d = SearchConf()
+        self.density_order = yaml.safe_load((ROOT / "conf/search/density.yaml").read_text())["order"]
+        self.density_keep, self.density_top, self.density_rr = d.density_keep, d.density_top, d.density_rr
+        self.density_magnitudes = d.density_magnitudes
         self.extra = [f"trainer.device={args.device}", f"trainer.num_workers={args.workers}", *args.override]
 
-    def run(self, policy, epochs, subset, seed, test=False) -> dict:
+    def run(self, policy, epochs, subset, seed, test=False, probe=None) -> dict:
         ov = overrides_for(policy, self.args.data, epochs, subset, seed, self.extra)
-        return self.pool.submit(train_job, ov, test).result()
+        return self.pool.submit(train_job, ov, test, probe).result()
 
     def many(self, jobs) -> list[dict]:
-        futures = [self.pool.submit(train_job, overrides_for(p, self.args.data, e, s, seed, self.extra), t)
+        """Screening runs: (policy, epochs, subset, seed, test); never refit."""
+        futures = [self.pool.submit(train_job, overrides_for(p, self.args.data, e, s, seed, self.extra, screening=True), t)
                    for p, e, s, seed, t in jobs]
         return [f.result() for f in futures]
 
-    def full(self, policy, seed) -> dict:
-        return self.run(policy, self.args.epochs, 1.0, seed, test=True)
+    def full(self, policy, seed, probe=None) -> dict:
+        return self.run(policy, self.args.epochs, 1.0, seed, test=True, probe=probe)
+
+    def probe(self) -> dict:
+        """technique -> m values density matching scores (as the sweeper's search=density)."""
+        from hydra_plugins.mfexp_sweeper.density_search import DensitySearch
+
+        return DensitySearch.probes(self.density_order, self.density_magnitudes, {t: t not in ON_OFF for t in self.density_order})
+
+    def density(self, none_run: dict) -> dict:
+        """The policy density matching builds from the no-policy run's scores: no screening training."""
+        from hydra_plugins.mfexp_sweeper.density_search import DensitySearch
+        from hydra_plugins.mfexp_sweeper.search import Candidate
+
+        outcome = DensitySearch(self.density_order, self.density_keep, self.density_top, self.density_rr,
+                                log=lambda m: print(f"[density] {m}", flush=True)).run(
+            none_run["density"], Result(Candidate((), 0), none_run["val_loss"]))
+        return {"policy": list(outcome.policy), "kept": outcome.kept, "rejected": outcome.rejected,
+                "note": outcome.note, "full_epochs": 0.0, "probe_seconds": none_run.get("density_seconds")}
 
     # -- strategies ------------------------------------------------------------------------
     def staged(self, seed: int) -> dict:
@@ -180,7 +225,7 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--epochs", type=int, default=40)
     ap.add_argument("--short-epochs", type=int, default=15, help="also train none/trivial this long (0: skip)")
-    ap.add_argument("--methods", nargs="+", default=["staged", "grid", "random", "tpe"])
+    ap.add_argument("--methods", nargs="+", default=["staged", "density", "grid", "random", "tpe"])
     ap.add_argument("--jobs", type=int, default=4)
     ap.add_argument("--workers", type=int, default=2, help="DataLoader workers per job")
     ap.add_argument("--device", default="auto")
@@ -199,7 +244,8 @@ def main() -> None:
 
         def one_seed(seed: int) -> None:
             r: dict = {}
-            jobs = [("none", bench.full((), seed)), ("trivial", bench.full("trivial", seed))]
+            jobs = [("none", bench.full((), seed, probe=bench.probe() if "density" in args.methods else None)),
+                    ("trivial", bench.full("trivial", seed))]
             r.update(jobs)
             if args.short_epochs:
                 r[f"none@{args.short_epochs}"] = bench.run((), args.short_epochs, 1.0, seed, test=True)
@@ -213,6 +259,8 @@ def main() -> None:
                 if method == "staged":
                     s = bench.staged(seed)
                     budget = s["full_epochs"]
+                elif method == "density":
+                    s = bench.density(r["none"])
                 else:
                     n = max(2, round((budget or 1.5 * args.epochs) / (args.epochs * bench.rungs[-1]["subset"])))
                     s = getattr(bench, method)(seed, n)
@@ -229,17 +277,21 @@ def main() -> None:
                 results["seeds"][seed] = r
                 Path(args.out).write_text(json.dumps(results, indent=1))
 
-        threads = [threading.Thread(target=one_seed, args=(s,)) for s in args.seeds]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+        if args.jobs == 1:  # one job at a time: seeds in turn, so each method's wall time is its own
+            for s in args.seeds:
+                one_seed(s)
+        else:
+            threads = [threading.Thread(target=one_seed, args=(s,)) for s in args.seeds]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
 
     summary = {}
     columns = ["none", "trivial"] + args.methods + ([f"none@{args.short_epochs}", f"trivial@{args.short_epochs}"]
                                                     if args.short_epochs else [])
     for col in columns:
-        errs, costs = [], []
+        errs, costs, walls = [], [], []
         for r in results["seeds"].values():
             if col not in r:
                 continue
@@ -247,16 +299,18 @@ def main() -> None:
             if final.get("test_error") is not None:
                 errs.append(final["test_error"])
             costs.append(r[col].get("cost_multiple", 0.0))
+            walls.append(r[col].get("wall_seconds", r[col].get("seconds", 0.0)))
         if errs:
             m, h = ci95(errs)
             summary[col] = {"test_error_mean": m, "ci95": h, "n": len(errs), "cost_multiple": float(np.mean(costs)),
-                            "errors": errs}
+                            "wall_seconds": float(np.mean(walls)), "errors": errs}
     results["summary"] = summary
     results["wall_seconds"] = time.perf_counter() - started
     Path(args.out).write_text(json.dumps(results, indent=1))
-    print(f"\n{'column':<14} {'test error (mean ± 95% CI)':<28} {'search cost':>12}")
+    print(f"\n{'column':<14} {'test error (mean ± 95% CI)':<28} {'search cost':>12} {'wall s':>8}")
     for col, s in summary.items():
-        print(f"{col:<14} {s['test_error_mean']:.2%} ± {s['ci95']:.2%} (n={s['n']})      {s['cost_multiple']:>8.2f}x")
+        print(f"{col:<14} {s['test_error_mean']:.2%} ± {s['ci95']:.2%} (n={s['n']})      {s['cost_multiple']:>8.2f}x "
+              f"{s['wall_seconds']:>8.0f}")
     print(f"wall {results['wall_seconds']:.0f} s")
 
 

@@ -87,6 +87,15 @@ class SynthConfig:
 
 
 @dataclass
+class ProbeConfig:
+    """Density matching in this run (mfexp/density.py): the sweeper sets it on a density search's baseline."""
+
+    targets: Dict[str, str] = field(default_factory=dict)  # technique -> its Technique class (augment=policy's _target_)
+    magnitudes: Dict[str, List[float]] = field(default_factory=dict)  # technique -> m values to probe; empty: off
+    repeats: int = 2  # differently seeded passes per probe
+
+
+@dataclass
 class Config:
     data: DataConfig = MISSING
     model: ModelConfig = MISSING
@@ -95,6 +104,7 @@ class Config:
     trainer: TrainerConfig = MISSING
     tracking: TrackingConfig = MISSING
     search: Any = None  # policy-search settings, read by the sweeper (conf/search, hydra_plugins/mfexp_sweeper)
+    probe: ProbeConfig = field(default_factory=ProbeConfig)
     report: Any = None  # what the sweeper calls when a sweep ends: a `_target_` and its options (conf/report)
     defaults: List[Any] = field(default_factory=list)
 

@@ -124,11 +124,13 @@ def prepare(cfg: DictConfig) -> Job:
 
 
 def execute(job: Job, on_epoch: Callable[[int, dict], None] = lambda epoch, metrics: None,
-            on_blend: Callable[[int], None] = lambda n: None) -> Trained:
+            on_blend: Callable[[int], None] = lambda n: None,
+            after_fit: Callable[[Trained], None] | None = None) -> Trained:
     """Blend the synthetic images in, fit ``job.model`` (once: it is trained in place), predict the test split.
 
     ``on_epoch(epoch, metrics)`` gets each epoch's metrics, ``on_blend(n)`` the number of synthetic
-    images before training starts. Tracks nothing itself, but the synth plugin annotates the active
+    images before training starts, ``after_fit(trained)`` the model fitted on the training split while
+    validation is still held out (before the refit; density matching scores it). Tracks nothing itself, but the synth plugin annotates the active
     MLflow run."""
     cfg, t, splits = job.cfg, job.cfg.trainer, job.splits
     train_set, n_synthetic = job.train_set, 0
@@ -139,7 +141,7 @@ def execute(job: Job, on_epoch: Callable[[int, dict], None] = lambda epoch, metr
                                       train_set.classes)
         n_synthetic = len(ys)
         on_blend(n_synthetic)
-    trained = train(cfg, job.model, train_set, splits.val, job.policy, on_epoch, device=job.device)
+    trained = train(cfg, job.model, train_set, splits.val, job.policy, on_epoch, device=job.device, after_fit=after_fit)
     trained.synthetic_images = n_synthetic
     if t.evaluate_test:
         trained.test_prob, trained.test_labels = evaluate(trained, splits.test, t.batch_size)
@@ -154,7 +156,8 @@ def new_model(cfg: DictConfig, train_set: data_mod.ImageSet) -> torch.nn.Module:
 
 
 def train(cfg: DictConfig, model: torch.nn.Module, train_set: data_mod.ImageSet, val_set: data_mod.ImageSet, policy,
-          on_epoch=lambda epoch, metrics: None, device: torch.device | None = None) -> Trained:
+          on_epoch=lambda epoch, metrics: None, device: torch.device | None = None,
+          after_fit: Callable[[Trained], None] | None = None) -> Trained:
     """The training core, free of tracking: loaders, fit, refit. ``device`` defaults to ``trainer.device``."""
     t = cfg.trainer
     device = resolve_device(t.device) if device is None else device
@@ -171,6 +174,8 @@ def train(cfg: DictConfig, model: torch.nn.Module, train_set: data_mod.ImageSet,
     hist = fit(model, train_loader, val_loader, policy, len(train_set.classes), t, device, channels_last, on_epoch)
     seconds = time.perf_counter() - start
     trained = Trained(model, hist, device, channels_last, seconds, len(hist.val_loss) * len(train_loader) * t.batch_size / seconds)
+    if after_fit is not None:
+        after_fit(trained)
     if initial is not None:
         # Validation chose the number of epochs; the model kept is trained again, from the same
         # initial weights, on train + validation for that many epochs (nothing held out is wasted).

@@ -37,6 +37,7 @@ TAG_REJECTED_REASONS = "mfexp.rejected_reasons"  # JSON: technique -> verdict
 TAG_RANKING_HELD = "mfexp.ranking_held"  # "true" when the full-budget runs agree with the screening
 TAG_RANKING_VERDICT = "mfexp.ranking_verdict"  # one line: which full-budget run the sweep keeps, and why
 TAG_RANKING_AGREEMENT = "mfexp.ranking_agreement"  # one line: Spearman's rho screening vs full budget, or why undefined
+TAG_SEARCH_NOTE = "mfexp.search_note"  # one line from the backend on how it chose (density matching: what it kept, why)
 TAG_RANKING_PAIRS = "mfexp.ranking_pairs"  # JSON: the policies trained at both fidelities, their runs and losses
 TAG_REPORT = "mfexp.report"  # the report's artifact path
 
@@ -60,6 +61,7 @@ TRAIN_SECONDS = "train_seconds"
 TEST_ERROR_RATE = "test_error_rate"
 TEST_ACCURACY = "test_accuracy"
 TEST_MACRO_F1 = "test_macro_f1"
+DENSITY_ARTIFACT = "density.json"  # density matching's probe scores (mfexp/density.py), on a density search's baseline
 
 # ------------------------------------------------------------------ metrics and params of the sweep run
 SEARCH_CANDIDATES = "search.candidates"

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import tempfile
+import time
 from pathlib import Path
 
 import mlflow
@@ -11,7 +12,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 import mfexp
-from mfexp import keys, tracking
+from mfexp import density, keys, tracking
 from mfexp.job import execute, prepare
 from mfexp.metrics import classification_metrics, confusion_figure, predictions_frame
 from mfexp.model import Probabilities
@@ -51,7 +52,8 @@ def run(cfg: DictConfig) -> float:
 
         # Inside the run: the synth plugin annotates the active run with the GAN that made its images.
         trained = execute(job, on_epoch=lambda e, ms: mlflow.log_metrics(ms, step=e + 1),
-                          on_blend=lambda n: mlflow.log_metric("synthetic_images", n))
+                          on_blend=lambda n: mlflow.log_metric("synthetic_images", n),
+                          after_fit=_density_probe(cfg, job) if cfg.probe.magnitudes else None)
         hist = trained.history
         mlflow.log_metrics({keys.BEST_VAL_LOSS: hist.best_val_loss, "best_epoch": hist.best_epoch + 1,
                             keys.EPOCHS_RUN: len(hist.val_loss), keys.TRAIN_SECONDS: trained.seconds,
@@ -78,6 +80,21 @@ def run(cfg: DictConfig) -> float:
                       refit_epochs=trained.refit_epochs, run_name=cfg.tracking.run_name or name,
                       run_id=active.info.run_id, experiment_id=exp_id, tracking_uri=mlflow.get_tracking_uri()), flush=True)
     return hist.best_val_loss
+
+
+def _density_probe(cfg: DictConfig, job):
+    """after_fit: score ``probe.magnitudes`` with the model fitted on the training split, log ``density.json``."""
+    def probe(trained) -> None:
+        start = time.perf_counter()
+        p = cfg.probe
+        scores = density.score(trained.model, job.splits.val, job.train_set.labels, dict(p.targets),
+                               {k: list(v) for k, v in p.magnitudes.items()}, device=trained.device,
+                               channels_last=trained.channels_last, batch_size=cfg.trainer.batch_size * 2,
+                               repeats=p.repeats, seed=cfg.trainer.seed)
+        mlflow.log_dict(scores.to_dict(), keys.DENSITY_ARTIFACT)
+        mlflow.log_metrics({"density_clean_loss": scores.clean_loss, "density_prior_loss": scores.prior_loss,
+                            "density_probes": len(scores.probes), "density_seconds": time.perf_counter() - start})
+    return probe
 
 
 def log_model(model: torch.nn.Module, example_images: np.ndarray) -> None:

@@ -43,9 +43,18 @@ class SearchConf:
     reference_augment: str = "trivial"
     report: bool = True  # call the job config's `report` group (conf/report) when the sweep ends
     model_name: Optional[str] = None  # registry name; None: "<experiment>-classifier"
-    # Optional backend: "staged" (default) or "optuna" (TPE over the same space, same budget).
+    # Backend: "staged" (screening trainings on data shares), "optuna" (TPE over the same space, same
+    # budget) or "density" (no screening training: the baseline's model scores each technique).
     backend: str = "staged"
     optuna_trials: int = 12
+    # density: probe each technique of `order` at these m (on/off ones at m=1) on the validation split;
+    # keep per technique the strongest m that retains `density_keep` of what the baseline learned;
+    # the `density_top` techniques that retain the most form the policy, each at rr=`density_rr`.
+    density_magnitudes: List[float] = field(default_factory=lambda: [0.25, 0.5, 0.75, 1.0])
+    density_keep: float = 0.8
+    density_top: int = 3
+    density_rr: float = 0.5
+    density_repeats: int = 2
 
 
 @dataclass

@@ -61,6 +61,7 @@ class Outcome:
     screen_baseline: Result
     incumbent: Result  # the winning policy at the top rung
     results: list[Result] = field(default_factory=list)
+    note: str = ""  # one line from the backend on how it chose (density matching's reason)
 
 
 def stage_values(space: Mapping[str, Sequence[float]]) -> list[tuple[tuple[str, float], ...]]:

@@ -66,7 +66,7 @@ class SweepRun:
                 keys.TAG_ENGINE: mfexp.__version__, keys.TAG_SWEEP_DIR: str(self.sweep_dir.resolve())})
             self.run_id = run.info.run_id
             s = self.settings
-            axes = [f"{t}.{a}" for t in s["order"] for a in sorted(s["space"][t])]
+            axes = [f"{t}.{a}" for t in s["order"] for a in sorted(s["space"].get(t, {}))]
             params = {"search.backend": s["backend"], "search.order": ",".join(s["order"]), keys.PARAM_SEARCH_AXES: ",".join(axes),
                       "search.rungs": json.dumps(s["rungs"]), "search.eta": s["eta"], "search.noise_seeds": s["noise_seeds"],
                       "search.noise_factor": s["noise_factor"], "search.min_improvement": s["min_improvement"],
@@ -109,6 +109,15 @@ class SweepRun:
         runs = self._children(f"tags.`{keys.TAG_CANDIDATE}` = '{key}'")
         return max(runs, key=lambda r: r.info.start_time).info.run_id if runs else None
 
+    def artifact_dict(self, run_id: str, path: str) -> dict | None:
+        """A JSON artifact of a child run, or None when it has none."""
+        import mlflow
+
+        try:
+            return mlflow.artifacts.load_dict(f"runs:/{run_id}/{path}")
+        except Exception:  # noqa: BLE001 - MLflow raises several types for a missing artifact
+            return None
+
     def cost(self, full_epochs: int, wall_seconds: float) -> dict[str, float]:
         """Screening compute so far, in full-training-set epochs (epochs run x data.subset)."""
         spent, n = 0.0, 0
@@ -142,6 +151,8 @@ class SweepRun:
                 keys.TAG_REJECTED: ",".join(outcome.rejected), keys.TAG_REJECTED_REASONS: json.dumps(outcome.rejected),
                 keys.TAG_POLICY: runs["final"].data.tags.get(keys.TAG_POLICY, "") if "final" in runs else
                 runs["baseline"].data.tags.get(keys.TAG_POLICY, "")}
+        if outcome.note:
+            tags[keys.TAG_SEARCH_NOTE] = outcome.note
         if "reference" in runs:
             tags[keys.TAG_REFERENCE_RUN] = runs["reference"].info.run_id
         for s in outcome.stages:
@@ -216,6 +227,7 @@ class SweepRun:
             f"  winning policy: {runs[best_role].data.tags.get(keys.TAG_POLICY)} ({best_role}); kept: "
             f"{', '.join(outcome.kept) or 'none'}",
             f"  rejected: {', '.join(f'{t} ({why})' for t, why in outcome.rejected.items()) or 'none'}",
+            *([f"  search: {outcome.note}"] if outcome.note else []),
             f"  ranking check: {verdict}",
             f"  screening vs full budget: {agreement.text}",
             f"  search cost: {cost['candidates']} candidates, {cost['full_epochs']:.1f} full-data epochs = "

@@ -26,6 +26,7 @@ from mfexp import keys
 from mfexp.errors import ConfigError, MfexpError, SearchFailed
 
 from .config import SearchConf
+from .density_search import DensitySearch
 from .optuna_search import OptunaSearch
 from .search import Candidate, Outcome, PolicySpec, Result
 from .staged import StagedSearch
@@ -70,10 +71,11 @@ class PolicySweeper(Sweeper):
             self.run, self.job_idx, self.started = run, 0, time.perf_counter()
             self.full_epochs = int(job_cfg.trainer.epochs)
             self.extra = self._parallel_overrides()
-            baseline, = self._launch_full([("baseline", ())])  # first: no sweep goes on without a baseline
+            # first: no sweep goes on without a baseline (a density search's baseline also scores the probes)
+            baseline, = self._launch_full([("baseline", ())], self._probe_overrides())
             if baseline.val_loss is None:
                 raise SearchFailed("the full-budget baseline failed: see its job log above")
-            outcome = self._search()
+            outcome = self._search(baseline)
             finals = [("final", outcome.policy)] if outcome.policy else []
             if self.s.reference:
                 finals.append(("reference", None))
@@ -83,8 +85,13 @@ class PolicySweeper(Sweeper):
         return None
 
     # -- search ------------------------------------------------------------------------------
-    def _search(self) -> Outcome:
+    def _search(self, baseline: Result) -> Outcome:
         s = self.s
+        if s.backend == "density":
+            scores = self.run.artifact_dict(baseline.run_id, keys.DENSITY_ARTIFACT)
+            if scores is None:
+                raise SearchFailed(f"the baseline run {baseline.run_id} has no {keys.DENSITY_ARTIFACT}: see its job log")
+            return DensitySearch(s.order, s.density_keep, s.density_top, s.density_rr, log=log.info).run(scores, baseline)
         space = {t: dict(s.space[t]) for t in s.order}
         if s.backend == "optuna":
             search = OptunaSearch(s.order, space, len(s.rungs), s.optuna_trials, self._n_jobs(), s.noise_seeds,
@@ -93,7 +100,7 @@ class PolicySweeper(Sweeper):
             search = StagedSearch(s.order, space, len(s.rungs), s.eta, s.noise_seeds, s.noise_factor,
                                   s.min_improvement, budget_left=self._budget_left, log=log.info)
         else:
-            raise ConfigError(f"search.backend={s.backend}: use staged or optuna")
+            raise ConfigError(f"search.backend={s.backend}: use staged, optuna or density")
         return search.run(self._evaluate)
 
     def _budget_left(self) -> bool:
@@ -131,6 +138,20 @@ class PolicySweeper(Sweeper):
             return instantiate(node, _partial_=True)
         except InstantiationException as e:
             raise ConfigError(f"report._target_={node._target_}: {_first_line(e.__cause__ or e)}") from None
+
+    def _probe_overrides(self) -> list[str]:
+        """For search.backend=density: what the baseline job scores after its fit (mfexp.density)."""
+        s = self.s
+        if s.backend != "density":
+            return []
+        targets = self._technique_targets()
+        unknown = [t for t in s.order if not targets.get(t)]
+        if unknown:
+            raise ConfigError(f"search.order: {', '.join(unknown)} not in augment=policy's techniques")
+        probes = DensitySearch.probes(s.order, s.density_magnitudes, {t: self._has_strength(t) for t in s.order})
+        return ["++probe.targets={" + ",".join(f"{t}:'{targets[t]}'" for t in probes) + "}",
+                "++probe.magnitudes={" + ",".join(f"{t}:[{','.join(map(str, ms))}]" for t, ms in probes.items()) + "}",
+                f"probe.repeats={s.density_repeats}"]
 
     def _policy_overrides(self, policy: PolicySpec) -> list[str]:
         out = ["augment=policy"]
@@ -184,10 +205,10 @@ class PolicySweeper(Sweeper):
                             r.candidate.policy)
         return results
 
-    def _launch_full(self, runs: list[tuple[str, Any]]) -> list[Result]:
+    def _launch_full(self, runs: list[tuple[str, Any]], extra: Sequence[str] = ()) -> list[Result]:
         """Full-budget runs in one batch: (role, policy); policy None is the zero-search reference."""
-        jobs = [(self._policy_overrides(p) if p is not None else [f"augment={self.s.reference_augment}"], {"role": role})
-                for role, p in runs]
+        jobs = [((self._policy_overrides(p) if p is not None else [f"augment={self.s.reference_augment}"]) + list(extra),
+                 {"role": role}) for role, p in runs]
         done = self._launch("full", jobs)
         return [Result(Candidate(p or (), -1), val, run_id) for (_, p), (val, run_id) in zip(runs, done)]
 

@@ -1,0 +1,132 @@
+"""Density matching (``mfexp/density.py``, ``search=density``): probes scored with a model that is trained anyway.
+
+* ``score`` with a hand-made model that reads stripe orientation: a transform that changes the
+  label (a quarter turn of vertical stripes) is caught, one that keeps it (a flip) is not.
+* ``choose``: strongest magnitude within ``keep``, the ``top`` techniques, no policy from a model
+  that learned nothing.
+* The sweeper's density backend end to end on the tiny demo (``@pytest.mark.slow``).
+"""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from conftest import TINY_DEMO, TINY_TRAIN, mfexp_cli
+from hydra_plugins.mfexp_sweeper.density_search import DensitySearch
+from hydra_plugins.mfexp_sweeper.search import Candidate, Result
+
+from mfexp.data import ImageSet
+from mfexp.density import Probe, Scores, choose, prior_loss, score
+
+ENV = {"PYTHONUNBUFFERED": "1", "NO_ALBUMENTATIONS_UPDATE": "1", "HF_HUB_OFFLINE": "1"}
+TARGETS = {"flip": "mfexp_plugins.augment.Flip", "d4": "mfexp_plugins.augment.D4",
+           "brightness_contrast": "mfexp_plugins.augment.BrightnessContrast", "mixup": "mfexp_plugins.augment.MixUp"}
+
+
+class StripeReader(torch.nn.Module):
+    """Class 0 = horizontal stripes (intensity changes down the image), 1 = vertical; from gradient energy."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        dy = (x[..., 1:, :] - x[..., :-1, :]).abs().mean((1, 2, 3))
+        dx = (x[..., :, 1:] - x[..., :, :-1]).abs().mean((1, 2, 3))
+        return torch.stack([dy - dx, dx - dy], 1) * 20
+
+
+def stripes(n: int = 64, size: int = 16) -> ImageSet:
+    rng = np.random.default_rng(0)
+    labels = np.arange(n) % 2
+    images = np.empty((n, size, size, 1), np.uint8)
+    for i, y in enumerate(labels):
+        period = rng.integers(3, 6)
+        wave = (np.arange(size) // period % 2) * 160 + 40
+        images[i, ..., 0] = wave[:, None] if y == 0 else wave[None, :]
+    return ImageSet(images, labels.astype(np.int64), ("horizontal", "vertical"))
+
+
+def test_a_label_changing_transform_is_caught_and_a_label_keeping_one_is_not():
+    val = stripes()
+    s = score(StripeReader(), val, val.labels, TARGETS, {"flip": [1.0], "d4": [1.0], "mixup": [0.5]},
+              device=torch.device("cpu"), repeats=2)
+    by = {p.technique: p for p in s.probes}
+    assert s.clean_error == 0.0 and s.prior_loss == pytest.approx(np.log(2))
+    assert by["flip"].error == 0.0 and by["flip"].retained > 0.99  # a flip keeps stripes' orientation
+    assert by["d4"].error > 0.4 and by["d4"].retained < 0.2  # 4 of its 7 elements turn them a quarter
+    assert s.skipped == ("mixup",)  # acts on batches: not an image probe
+    c = choose(s, keep=0.8, top=3)
+    assert c.policy == (("flip", 1.0),)
+    assert c.rejected["d4"].startswith("breaks the data: retains")
+    assert "mixup" in c.rejected
+
+
+def _probe(t, m, retained) -> Probe:
+    return Probe(t, m, 1.0 - retained, 0.0, retained)
+
+
+def test_choose_keeps_the_strongest_safe_magnitude_and_the_top_techniques():
+    s = Scores(0.2, 0.05, 1.0, (
+        _probe("a", 0.25, 0.99), _probe("a", 0.5, 0.95), _probe("a", 1.0, 0.5),
+        _probe("b", 0.5, 0.9), _probe("b", 1.0, 0.85),
+        _probe("c", 0.5, 0.97),
+        _probe("d", 0.25, 0.3)))
+    c = choose(s, keep=0.8, top=2)
+    assert c.policy == (("c", 0.5), ("a", 0.5))  # a at 0.5, not 1.0 (retains 50 %); c retains more than b
+    assert c.rejected["b"].startswith("admitted (retains 85% at m=1)")
+    assert c.rejected["d"] == "breaks the data: retains 30% at m=0.25 (< 80%)"
+    assert "top 2" in c.reason
+
+
+def test_a_model_no_better_than_the_class_prior_yields_no_policy():
+    s = Scores(1.2, 0.6, 1.05, (_probe("a", 0.5, 0.9),))
+    c = choose(s)
+    assert c.policy == () and "not below the class-prior loss" in c.reason
+    assert c.rejected["a"].startswith("not scored")
+
+
+def test_prior_loss_is_the_entropy_of_the_training_frequencies_on_validation_labels():
+    assert prior_loss(np.array([0, 0, 0, 1]), np.array([0, 1]), 2) == pytest.approx(-(np.log(0.75) + np.log(0.25)) / 2)
+
+
+def test_density_backend_maps_the_choice_to_policy_overrides_with_the_notes():
+    s = Scores(0.2, 0.05, 1.0, (_probe("flip", 1.0, 0.97), _probe("rotate", 0.5, 0.4)))
+    base = Result(Candidate((), 0), 0.2, "base")
+    out = DensitySearch(["flip", "rotate", "cutout"], keep=0.8, top=3, rr=0.5, log=lambda m: None).run(s.to_dict(), base)
+    assert out.policy == (("flip", "m", 1.0), ("flip", "rr", 0.5))
+    assert out.kept == ["flip"] and set(out.rejected) == {"rotate", "cutout"}
+    assert out.rejected["cutout"] == "not scored"
+    assert out.note.startswith("density matching kept flip m=1 (97%)")
+    assert DensitySearch.probes(["flip", "rotate"], [0.5, 1.0], {"flip": False}) == {"flip": [1.0], "rotate": [0.5, 1.0]}
+
+
+@pytest.mark.slow
+def test_a_density_sweep_scores_on_the_baseline_and_trains_no_screening_candidate(tmp_path, mlflow_store):
+    proc = mfexp_cli(["-m", "search=density", "search.order=[flip,d4,brightness_contrast]", "search.density_keep=-100",
+                      "search.reference=false", "search.report=false", "trainer.log_model=false",
+                      *TINY_DEMO, *TINY_TRAIN, *mlflow_store.overrides], tmp_path, ENV, timeout=600)
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 0, output[-5000:]
+    runs = mlflow_store.runs()
+    roles = {}
+    for r in runs:
+        roles.setdefault(r.data.tags.get("mfexp.role"), []).append(r)
+    assert "candidate" not in roles, "density matching trains no screening run"
+    baseline = roles["baseline"][0]
+    path = mlflow_store.client().download_artifacts(baseline.info.run_id, "density.json", str(tmp_path))
+    scores = json.loads(open(path).read())
+    assert {(p["technique"], p["m"]) for p in scores["probes"]} == {
+        ("flip", 1.0), ("d4", 1.0), *(("brightness_contrast", m) for m in (0.25, 0.5, 0.75, 1.0))}
+    assert baseline.data.metrics["density_probes"] == 6
+    sweep = roles["sweep"][0]
+    note = sweep.data.tags["mfexp.search_note"]
+    assert f"search: {note}" in output
+    assert sweep.data.metrics["search.cost_multiple"] == 0.0
+    kept = [t for t in sweep.data.tags["mfexp.kept"].split(",") if t]
+    if note.startswith("density matching kept"):  # keep=-100 admits every probe once the model beats the prior
+        assert sorted(kept) == ["brightness_contrast", "d4", "flip"]
+        final = roles["final"][0]
+        for t in kept:
+            assert final.data.params[f"augment.techniques.{t}.rr"] == "0.5", t
+        assert final.data.tags["mfexp.policy"] == sweep.data.tags["mfexp.policy"]
+    else:  # a model no better than the class prior: no policy, no final run, and the note says so
+        assert "nothing to go on" in note and "final" not in roles and kept == []
