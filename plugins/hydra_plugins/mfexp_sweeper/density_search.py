@@ -25,9 +25,12 @@ class DensitySearch:
         """The policy from the baseline's ``density.json`` (`mfexp.density.Scores.to_dict`); ``note`` says why."""
         from mfexp.density import Scores, choose
 
-        choice = choose(Scores.from_dict(scores), self.keep, self.top)
+        parsed = Scores.from_dict(scores)
+        choice = choose(parsed, self.keep, self.top)
         policy: PolicySpec = tuple(x for t, m in choice.policy for x in ((t, "m", m), (t, "rr", self.rr)))
         kept = [t for t, _ in choice.policy]
         rejected = {t: choice.rejected.get(t, "not scored") for t in self.order if t not in kept}
         self.log(choice.reason)
-        return Outcome(policy, kept, rejected, [], 0.0, 0.0, baseline, baseline, [], note=choice.reason)
+        # No screening run: the "screened" no-policy loss is the baseline fit's own validation loss.
+        screened = Result(baseline.candidate, parsed.clean_loss)
+        return Outcome(policy, kept, rejected, [], 0.0, 0.0, screened, screened, [], note=choice.reason)
