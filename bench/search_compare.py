@@ -275,6 +275,8 @@ def main() -> None:
     ap.add_argument("--override", nargs="*", default=[], help="extra Hydra overrides for every job")
     ap.add_argument("--out", default="search_compare.json")
     ap.add_argument("--deadline", type=float, default=0, help="seconds; start no new method after this (0: none)")
+    ap.add_argument("--imbalanced", metavar="GOOD", help="run on bench/recipe.py's imbalanced cut of --data: class GOOD "
+                    "whole as the defect-free majority, 15 %% of every other class (a symlink tree, read in place)")
     ap.add_argument("--summarize", metavar="JSON", help="only print the table of a saved run")
     args = ap.parse_args()
     if args.summarize:
@@ -286,7 +288,14 @@ def main() -> None:
         return
 
     import multiprocessing as mp
+    import tempfile
 
+    if args.imbalanced:
+        from recipe import imbalanced_cut  # bench/recipe.py
+
+        cut = Path(tempfile.mkdtemp(prefix="neu-imb-")) / "data"
+        args.data = str(imbalanced_cut(Path(args.data), cut, args.imbalanced, 0.15))
+        args.override = [*args.override, f"data.good_class={args.imbalanced}"]
     started = time.perf_counter()
     results: dict = {"args": vars(args), "seeds": {}}
     lock = threading.Lock()
