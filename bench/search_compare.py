@@ -76,8 +76,7 @@ def train_job(overrides: list[str], test: bool, probe: dict | None = None) -> di
     def after_fit(trained) -> None:
         t0 = time.perf_counter()
         targets = {k: v._target_ for k, v in compose("config", overrides=["augment=policy"]).augment.techniques.items()}
-        job_ = prepared
-        s = density.score(trained.model, job_.splits.val, job_.train_set.labels, targets, probe, device=trained.device,
+        s = density.score(trained.model, prepared.splits.val, prepared.train_set.labels, targets, probe, device=trained.device,
                           channels_last=trained.channels_last, batch_size=cfg.trainer.batch_size * 2, seed=cfg.trainer.seed)
         scored.update(density=s.to_dict(), density_seconds=time.perf_counter() - t0)
 
@@ -219,6 +218,50 @@ def ci95(xs: list[float]) -> tuple[float, float]:
     return float(xs.mean()), float(stats.t.ppf(0.975, len(xs) - 1) * xs.std(ddof=1) / math.sqrt(len(xs)))
 
 
+def kept(r: dict, method: str) -> dict:
+    """What the sweep would deliver: of baseline (none), final (the method's policy) and reference (trivial),
+    the lowest validation loss, ties to the lower test error (as sweep_run.SweepRun.finish)."""
+    runs = [r["none"], r["trivial"], r[method]["final"]]
+    best = min(runs, key=lambda x: (x["val_loss"] if x.get("val_loss") is not None else math.inf, x.get("test_error", 1.0)))
+    return {"test_error": best.get("test_error"), "role": ["baseline", "reference", "final"][runs.index(best)],
+            "wall_seconds": r[method]["wall_seconds"] + r["none"]["seconds"] + r["trivial"]["seconds"],
+            "cost_multiple": r[method]["cost_multiple"]}
+
+
+def summarize(results: dict, columns: list[str], methods: list[str]) -> dict:
+    """Per column over seeds: test error mean ± 95 % interval, search cost, wall seconds; ``<method> kept``:
+    what that sweep delivers after its full-budget check (`kept`)."""
+    rows: dict[str, list[dict]] = {}
+    for r in results["seeds"].values():
+        for col in columns:
+            if col in r:
+                x = r[col]
+                final = x["final"] if "final" in x else x
+                rows.setdefault(col, []).append({"test_error": final.get("test_error"), "cost_multiple": x.get("cost_multiple", 0.0),
+                                                 "wall_seconds": x.get("wall_seconds", x.get("seconds", 0.0))})
+        for m in methods:
+            if m in r and "none" in r and "trivial" in r:
+                rows.setdefault(f"{m} kept", []).append(kept(r, m))
+    summary = {}
+    for col, xs in rows.items():
+        errs = [x["test_error"] for x in xs if x["test_error"] is not None]
+        if errs:
+            m, h = ci95(errs)
+            summary[col] = {"test_error_mean": m, "ci95": h, "n": len(errs), "errors": errs,
+                            "cost_multiple": float(np.mean([x["cost_multiple"] for x in xs])),
+                            "wall_seconds": float(np.mean([x["wall_seconds"] for x in xs])),
+                            **({"roles": [x["role"] for x in xs]} if "role" in xs[0] else {})}
+    return summary
+
+
+def print_table(summary: dict) -> None:
+    print(f"\n{'column':<16} {'test error (mean ± 95% CI)':<30} {'per seed':<22} {'search cost':>11} {'wall s':>7}")
+    for col, s in summary.items():
+        seeds = " ".join(f"{e:.1%}" for e in s["errors"])
+        print(f"{col:<16} {s['test_error_mean']:.2%} ± {s['ci95']:.2%} (n={s['n']})   {seeds:<22} {s['cost_multiple']:>10.2f}x "
+              f"{s['wall_seconds']:>7.0f}" + (f"  kept: {', '.join(s['roles'])}" if "roles" in s else ""))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", default=str(ROOT.parent / "shared/data/neu-surface-defect"))
@@ -232,7 +275,15 @@ def main() -> None:
     ap.add_argument("--override", nargs="*", default=[], help="extra Hydra overrides for every job")
     ap.add_argument("--out", default="search_compare.json")
     ap.add_argument("--deadline", type=float, default=0, help="seconds; start no new method after this (0: none)")
+    ap.add_argument("--summarize", metavar="JSON", help="only print the table of a saved run")
     args = ap.parse_args()
+    if args.summarize:
+        saved = json.loads(Path(args.summarize).read_text())
+        a = saved["args"]
+        columns = ["none", "trivial"] + a["methods"] + ([f"none@{a['short_epochs']}", f"trivial@{a['short_epochs']}"]
+                                                       if a["short_epochs"] else [])
+        print_table(summarize(saved, columns, a["methods"]))
+        return
 
     import multiprocessing as mp
 
@@ -287,30 +338,12 @@ def main() -> None:
             for t in threads:
                 t.join()
 
-    summary = {}
     columns = ["none", "trivial"] + args.methods + ([f"none@{args.short_epochs}", f"trivial@{args.short_epochs}"]
                                                     if args.short_epochs else [])
-    for col in columns:
-        errs, costs, walls = [], [], []
-        for r in results["seeds"].values():
-            if col not in r:
-                continue
-            final = r[col]["final"] if "final" in r[col] else r[col]
-            if final.get("test_error") is not None:
-                errs.append(final["test_error"])
-            costs.append(r[col].get("cost_multiple", 0.0))
-            walls.append(r[col].get("wall_seconds", r[col].get("seconds", 0.0)))
-        if errs:
-            m, h = ci95(errs)
-            summary[col] = {"test_error_mean": m, "ci95": h, "n": len(errs), "cost_multiple": float(np.mean(costs)),
-                            "wall_seconds": float(np.mean(walls)), "errors": errs}
-    results["summary"] = summary
+    results["summary"] = summarize(results, columns, args.methods)
     results["wall_seconds"] = time.perf_counter() - started
     Path(args.out).write_text(json.dumps(results, indent=1))
-    print(f"\n{'column':<14} {'test error (mean ± 95% CI)':<28} {'search cost':>12} {'wall s':>8}")
-    for col, s in summary.items():
-        print(f"{col:<14} {s['test_error_mean']:.2%} ± {s['ci95']:.2%} (n={s['n']})      {s['cost_multiple']:>8.2f}x "
-              f"{s['wall_seconds']:>8.0f}")
+    print_table(results["summary"])
     print(f"wall {results['wall_seconds']:.0f} s")
 
 

@@ -102,7 +102,7 @@ def test_density_backend_maps_the_choice_to_policy_overrides_with_the_notes():
 @pytest.mark.slow
 def test_a_density_sweep_scores_on_the_baseline_and_trains_no_screening_candidate(tmp_path, mlflow_store):
     proc = mfexp_cli(["-m", "search=density", "search.order=[flip,d4,brightness_contrast]", "search.density_keep=-100",
-                      "search.reference=false", "search.report=false", "trainer.log_model=false",
+                      "search.reference=false", "trainer.log_model=false", f"hydra.sweep.dir={tmp_path / 'm'}",
                       *TINY_DEMO, *TINY_TRAIN, *mlflow_store.overrides], tmp_path, ENV, timeout=600)
     output = proc.stdout + proc.stderr
     assert proc.returncode == 0, output[-5000:]
@@ -121,6 +121,7 @@ def test_a_density_sweep_scores_on_the_baseline_and_trains_no_screening_candidat
     note = sweep.data.tags["mfexp.search_note"]
     assert f"search: {note}" in output
     assert sweep.data.metrics["search.cost_multiple"] == 0.0
+    assert (tmp_path / "m" / "report" / "report.html").is_file(), "the report handles a sweep without screening runs"
     kept = [t for t in sweep.data.tags["mfexp.kept"].split(",") if t]
     if note.startswith("density matching kept"):  # keep=-100 admits every probe once the model beats the prior
         assert sorted(kept) == ["brightness_contrast", "d4", "flip"]
