@@ -100,7 +100,7 @@ class Bench:
         import yaml
 
         self.args, self.pool = args, pool
-        search = yaml.safe_load((ROOT / "conf/search/default.yaml").read_text())
+        search = yaml.safe_load((ROOT / "conf/search/staged.yaml").read_text())
         self.order, self.space, self.rungs = search["order"], search["space"], search["rungs"]
         self.eta, self.noise_seeds = search["eta"], search["noise_seeds"]
         # density matching: the search=density preset over SearchConf's defaults

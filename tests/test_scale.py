@@ -4,7 +4,7 @@ joblib and submitit launchers, plus the faults a shared setup meets: a sweep kil
 the tracking server restarted mid-sweep, unusable data folders, requests without credentials.
 
 One server per module (``server`` fixture); each test tracks into its own experiment. Every sweep
-is the cheapest one with a stage: ``search=quick``, flip only, one noise seed, no reference.
+is the cheapest one with a stage: ``search=staged`` on one rung, flip only, one noise seed, no reference.
 
 ``@pytest.mark.scale`` tests need the PostgreSQL binaries and psycopg2 (``pip install -e '.[scale]'``):
 without them they are skipped, except under CI (``CI=true``), where they fail instead.
@@ -44,7 +44,7 @@ def _search_prefix() -> str:
 S = _search_prefix()
 # flip at rr=0.5 against the no-policy screening run, one seed; min_improvement=1000 rejects flip, so no
 # full-budget final run: baseline + 2 screening runs = 3 children per sweep, the cheapest sweep with a stage.
-SWEEP = ["-m", "search=quick", f"{S}order=[flip]", f"{S}noise_seeds=1", f"{S}min_improvement=1000",
+SWEEP = ["-m", "search=staged", f"{S}rungs=[{{epochs:1.0,subset:0.15}}]", f"{S}order=[flip]", f"{S}noise_seeds=1", f"{S}min_improvement=1000",
          f"{S}reference=false", f"{S}report=false", *TINY_DEMO, *TINY_TRAIN]
 CHILDREN = 3
 

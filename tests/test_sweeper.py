@@ -31,8 +31,8 @@ from hydra_plugins.mfexp_sweeper.staged import StagedSearch
 from mfexp.errors import SearchFailed
 
 ENV = {"PYTHONUNBUFFERED": "1", "NO_ALBUMENTATIONS_UPDATE": "1", "HF_HUB_OFFLINE": "1"}
-# The cheapest search that still has stages: quick's single rung, no reference, no report.
-SWEEP = ["-m", "search=quick", *TINY_DEMO, *TINY_TRAIN, "search.report=false"]
+# The cheapest search that still has stages: the staged search on one rung, no report.
+SWEEP = ["-m", "search=staged", "search.rungs=[{epochs:1.0,subset:0.15}]", *TINY_DEMO, *TINY_TRAIN, "search.report=false"]
 ROLE, PARENT, CAND = "mfexp.role", "mlflow.parentRunId", "mfexp.candidate"
 
 
