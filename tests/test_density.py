@@ -99,35 +99,43 @@ def test_density_backend_maps_the_choice_to_policy_overrides_with_the_notes():
     assert DensitySearch.probes(["flip", "rotate"], [0.5, 1.0], {"flip": False}) == {"flip": [1.0], "rotate": [0.5, 1.0]}
 
 
+def test_the_sweepers_probe_overrides_compose_into_the_baseline_jobs_config(compose_cfg):
+    from hydra_plugins.mfexp_sweeper.sweeper import PolicySweeper
+    from omegaconf import OmegaConf
+
+    sweeper = PolicySweeper()
+    sweeper.s = OmegaConf.create({"backend": "density", "order": ["flip", "rotate"], "density_magnitudes": [0.5, 1.0],
+                                  "density_repeats": 3})
+    cfg = compose_cfg(*sweeper._probe_overrides())
+    assert dict(cfg.probe.targets) == {"flip": "mfexp_plugins.augment.Flip", "rotate": "mfexp_plugins.augment.Rotate"}
+    assert {k: list(v) for k, v in cfg.probe.magnitudes.items()} == {"flip": [1.0], "rotate": [0.5, 1.0]}
+    assert cfg.probe.repeats == 3
+    assert sweeper._policy_overrides((("flip", "m", 1.0), ("flip", "rr", 0.5))) == [
+        "augment=policy", "augment.techniques.flip.m=1.0", "augment.techniques.flip.rr=0.5"]
+
+
 @pytest.mark.slow
 def test_a_density_sweep_scores_on_the_baseline_and_trains_no_screening_candidate(tmp_path, mlflow_store):
-    proc = mfexp_cli(["-m", "search=density", "search.order=[flip,d4,brightness_contrast]", "search.density_keep=-100",
-                      "search.reference=false", "trainer.log_model=false", f"hydra.sweep.dir={tmp_path / 'm'}",
+    """The tiny demo's one-epoch model is no better than the class prior: the sweep says so and keeps the baseline."""
+    proc = mfexp_cli(["-m", "search=density", "search.order=[flip,d4,brightness_contrast]", "search.reference=false",
+                      "trainer.log_model=false", f"hydra.sweep.dir={tmp_path / 'm'}",
                       *TINY_DEMO, *TINY_TRAIN, *mlflow_store.overrides], tmp_path, ENV, timeout=600)
     output = proc.stdout + proc.stderr
     assert proc.returncode == 0, output[-5000:]
-    runs = mlflow_store.runs()
     roles = {}
-    for r in runs:
+    for r in mlflow_store.runs():
         roles.setdefault(r.data.tags.get("mfexp.role"), []).append(r)
-    assert "candidate" not in roles, "density matching trains no screening run"
-    baseline = roles["baseline"][0]
+    assert sorted(roles) == ["baseline", "sweep"], "density matching trains no screening run"
+    baseline, sweep = roles["baseline"][0], roles["sweep"][0]
     path = mlflow_store.client().download_artifacts(baseline.info.run_id, "density.json", str(tmp_path))
     scores = json.loads(open(path).read())
     assert {(p["technique"], p["m"]) for p in scores["probes"]} == {
         ("flip", 1.0), ("d4", 1.0), *(("brightness_contrast", m) for m in (0.25, 0.5, 0.75, 1.0))}
     assert baseline.data.metrics["density_probes"] == 6
-    sweep = roles["sweep"][0]
+    assert scores["clean_loss"] >= scores["prior_loss"]  # what this tiny training learns
     note = sweep.data.tags["mfexp.search_note"]
+    assert note.startswith("density matching has nothing to go on: the baseline's val loss")
     assert f"search: {note}" in output
+    assert sweep.data.tags["mfexp.kept"] == "" and sweep.data.tags["mfexp.best_role"] == "baseline"
     assert sweep.data.metrics["search.cost_multiple"] == 0.0
     assert (tmp_path / "m" / "report" / "report.html").is_file(), "the report handles a sweep without screening runs"
-    kept = [t for t in sweep.data.tags["mfexp.kept"].split(",") if t]
-    if note.startswith("density matching kept"):  # keep=-100 admits every probe once the model beats the prior
-        assert sorted(kept) == ["brightness_contrast", "d4", "flip"]
-        final = roles["final"][0]
-        for t in kept:
-            assert final.data.params[f"augment.techniques.{t}.rr"] == "0.5", t
-        assert final.data.tags["mfexp.policy"] == sweep.data.tags["mfexp.policy"]
-    else:  # a model no better than the class prior: no policy, no final run, and the note says so
-        assert "nothing to go on" in note and "final" not in roles and kept == []

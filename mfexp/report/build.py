@@ -183,7 +183,11 @@ def collect(client: MlflowClient, sweep_run_id: str) -> SweepData:
 
     candidates = sorted((r for r in children if r.role == "candidate" and r.status == "FINISHED" and keys.BEST_VAL_LOSS in r.metrics),
                         key=lambda r: (r.stage if r.stage is not None else 10**9, r.start_time))
-    if not candidates:
+    density = sweep.params.get("search.backend") == "density"
+    if density:
+        notes.append(f"Density matching trains no screening run: it scored each technique with the baseline's own model "
+                     f"(the baseline run's {keys.DENSITY_ARTIFACT}); {sweep.tags.get(keys.TAG_SEARCH_NOTE, 'no note recorded')}.")
+    if not candidates and not density:
         raise IncompleteSweepError(f"sweep {sweep_run_id} has no finished candidate run: nothing was searched "
                                    f"({len(children)} child run(s))")
 

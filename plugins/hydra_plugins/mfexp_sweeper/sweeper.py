@@ -160,7 +160,7 @@ class PolicySweeper(Sweeper):
                 out += ["synth=gan", f"synth.r={value}"]
                 continue
             out.append(f"augment.techniques.{tech}.{axis}={value}")
-            if axis == "rr" and not self._has_strength(tech):
+            if axis == "rr" and (tech, "m") not in {(t, a) for t, a, _ in policy} and not self._has_strength(tech):
                 out.append(f"augment.techniques.{tech}.m=1.0")  # on/off: any m > 0 is on, only rr is searched
         return out
 
