@@ -75,6 +75,20 @@ def score(model: torch.nn.Module, val: ImageSet, train_labels: np.ndarray, targe
     ``targets``: technique name -> its `mfexp.policy.Technique` class path (``augment=policy``'s
     ``_target_``). Each probe is the technique alone at ``rr = 1``; its loss is averaged over
     ``repeats`` differently seeded passes."""
+    import cv2
+
+    # OpenCV's thread pool, once started in this process, deadlocks the DataLoader workers that the
+    # next training forks from it (the refit, or the sweep's next job): probe on one OpenCV thread,
+    # as the workers themselves do (mfexp/loader.py).
+    threads = cv2.getNumThreads()
+    cv2.setNumThreads(1)
+    try:
+        return _score(model, val, train_labels, targets, magnitudes, device, channels_last, batch_size, repeats, seed)
+    finally:
+        cv2.setNumThreads(threads)
+
+
+def _score(model, val, train_labels, targets, magnitudes, device, channels_last, batch_size, repeats, seed) -> Scores:
     def run(pipeline, s: int) -> np.ndarray:
         if pipeline is not None:
             seed_pipeline(pipeline, s)

@@ -60,6 +60,34 @@ def test_a_label_changing_transform_is_caught_and_a_label_keeping_one_is_not():
     assert "mixup" in c.rejected
 
 
+PROBE_THEN_FORK = """
+import numpy as np, torch
+from mfexp.data import ImageSet
+from mfexp.density import score
+from mfexp.loader import make_loader
+from mfexp.policy import Policy
+rng = np.random.default_rng(0)
+val = ImageSet(rng.integers(0, 255, (128, 64, 64, 1), dtype=np.uint8), np.arange(128) % 2, ("a", "b"))
+targets = {"distort": "mfexp_plugins.augment.Distort", "affine": "mfexp_plugins.augment.Affine"}
+model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64 * 64, 2))
+score(model, val, val.labels, targets, {"distort": [1.0], "affine": [1.0]}, device=torch.device("cpu"))
+policy = Policy({t: {"_target_": c, "m": 1.0, "rr": 1.0} for t, c in targets.items()})
+for _ in make_loader(val, 32, train=True, pipeline=policy.image_pipeline(seed=0), num_workers=1):
+    pass
+print("workers done")
+"""
+
+
+def test_a_training_that_forks_workers_after_the_probes_does_not_hang(tmp_path):
+    """The probes run OpenCV in the training process; a DataLoader worker forked after them once deadlocked."""
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-c", PROBE_THEN_FORK], capture_output=True, text=True, timeout=60,
+                          env={**__import__("os").environ, **ENV})
+    assert proc.returncode == 0 and "workers done" in proc.stdout, proc.stderr[-3000:]
+
+
 def _probe(t, m, retained) -> Probe:
     return Probe(t, m, 1.0 - retained, 0.0, retained)
 
