@@ -130,8 +130,8 @@ def execute(job: Job, on_epoch: Callable[[int, dict], None] = lambda epoch, metr
 
     ``on_epoch(epoch, metrics)`` gets each epoch's metrics, ``on_blend(n)`` the number of synthetic
     images before training starts, ``after_fit(trained)`` the model fitted on the training split while
-    validation is still held out (before the refit; density matching scores it). Tracks nothing itself, but the synth plugin annotates the active
-    MLflow run."""
+    validation is still held out (before the refit; density matching scores it). Tracks nothing
+    itself, but the synth plugin annotates the active MLflow run."""
     cfg, t, splits = job.cfg, job.cfg.trainer, job.splits
     train_set, n_synthetic = job.train_set, 0
     if job.synth is not None:
