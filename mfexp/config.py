@@ -44,6 +44,7 @@ class TrainerConfig:
     optimizer: str = "adamw"  # adamw | sgd
     lr: float = 2e-3
     weight_decay: float = 0.05
+    decay_norms: bool = True  # decay norm weights and biases too (torch's default); false exempts them (timm's filter_bias_and_bn)
     momentum: float = 0.9  # sgd only
     schedule: str = "onecycle"  # onecycle | cosine | constant
     warmup_fraction: float = 0.3  # onecycle pct_start

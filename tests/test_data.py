@@ -344,6 +344,9 @@ def test_optimizer_and_schedule_choices():
 
     opt, sched = make_optimizer(_linear(), _trainer(), 10)
     assert isinstance(opt, torch.optim.AdamW) and isinstance(sched, torch.optim.lr_scheduler.OneCycleLR)
-    assert [g["weight_decay"] for g in opt.param_groups] == [0.05, 0.0]  # no decay on biases and norms
+    assert [g["weight_decay"] for g in opt.param_groups] == [0.05]  # every parameter decays, norms and biases too
+    opt, _ = make_optimizer(_linear(), _trainer(decay_norms=False), 10)
+    assert [g["weight_decay"] for g in opt.param_groups] == [0.05, 0.0]  # biases exempt
+    assert [len(g["params"]) for g in opt.param_groups] == [1, 1]
     with pytest.raises(ConfigError, match="trainer.optimizer=adam"):
         make_optimizer(_linear(), _trainer(optimizer="adam"), 10)
