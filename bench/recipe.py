@@ -35,8 +35,9 @@ ROOT = Path(__file__).resolve().parents[1]
 NEU = ROOT.parent / "shared" / "data" / "neu-surface-defect"
 
 
-def plain_loop(root: Path, epochs: int, seed: int, lr: float = 2e-3, batch: int = 64) -> float:
-    """Test error of a plain loop: stock timm ResNet-18, AdamW + one-cycle, whole train folder, last epoch."""
+def plain_loop(root: Path, epochs: int, seed: int, lr: float = 2e-3, batch: int = 64, decay_norms: bool = True) -> float:
+    """Test error of a plain loop: stock timm ResNet-18, AdamW + one-cycle, whole train folder, last epoch.
+    ``decay_norms=False`` exempts norms and biases from weight decay (timm's filter_bias_and_bn)."""
     import timm
     import torch
     import torch.nn.functional as F
@@ -55,7 +56,10 @@ def plain_loop(root: Path, epochs: int, seed: int, lr: float = 2e-3, batch: int 
     x, xt = (x - mean) / std, (xt - mean) / std
     model = timm.create_model("resnet18", pretrained=False, in_chans=1, num_classes=k)
     steps = epochs * (len(y) // batch)
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.05)
+    params = model.parameters() if decay_norms else [
+        {"params": [p for p in model.parameters() if p.ndim > 1]},
+        {"params": [p for p in model.parameters() if p.ndim <= 1], "weight_decay": 0.0}]
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.05)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps)
     for _ in range(epochs):
         model.train()
@@ -138,6 +142,8 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--variant", action="append", default=[], metavar="NAME=OVERRIDES",
                     help="an extra mfexp column with Hydra overrides, e.g. lr2='trainer.lr=0.002'")
+    ap.add_argument("--plain-variant", action="append", default=[], metavar="NAME=JSON",
+                    help="an extra plain-loop column with plain_loop keyword arguments, e.g. b32='{\"batch\": 32}'")
     ap.add_argument("--no-plain", action="store_true", help="skip the plain loop")
     ap.add_argument("--no-default", action="store_true", help="skip mfexp at its defaults (variants only)")
     ap.add_argument("--out", type=Path, default=None)
@@ -149,6 +155,7 @@ def main() -> None:
     if not (args.data / "train").is_dir():
         raise SystemExit(f"recipe: no image folder at {args.data} (give --data DIR with DIR/train/<class>/*)")
     columns = ({} if args.no_default else {"mfexp": ""}) | dict(v.split("=", 1) for v in args.variant)
+    plains = ({} if args.no_plain else {"plain": {}}) | {k: json.loads(v) for k, v in (p.split("=", 1) for p in args.plain_variant)}
     results = {"load_before": os.getloadavg(), "machine": platform.processor() or platform.machine(),
                "cpus": os.cpu_count(), "argv": sys.argv, "rows": []}
     with tempfile.TemporaryDirectory() as tmp:
@@ -159,11 +166,10 @@ def main() -> None:
             good = args.good if name == "neu-imb" else None
             for epochs in args.epochs:
                 for seed in args.seeds:
-                    todo = ([] if args.no_plain else [("plain", None)]) + list(columns.items())
-                    for col, overrides in todo:
+                    for col, overrides in [*plains.items(), *columns.items()]:
                         start = time.perf_counter()
-                        if col == "plain":
-                            row = {"test_error_rate": plain_loop(Path(roots[name]), epochs, seed)}
+                        if col in plains:
+                            row = {"test_error_rate": plain_loop(Path(roots[name]), epochs, seed, **overrides)}
                         else:
                             store = Path(tmp) / f"{name}-{col}-{epochs}-{seed}"
                             store.mkdir()
