@@ -40,9 +40,9 @@ class ModelConfig:
 @dataclass
 class TrainerConfig:
     epochs: int = 15
-    batch_size: int = 64
+    batch_size: int = 32
     optimizer: str = "adamw"  # adamw | sgd
-    lr: float = 2e-3
+    lr: float = 1e-3
     weight_decay: float = 0.05
     decay_norms: bool = True  # decay norm weights and biases too (torch's default); false exempts them (timm's filter_bias_and_bn)
     momentum: float = 0.9  # sgd only
