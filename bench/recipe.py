@@ -9,7 +9,8 @@ For every (data set, epochs, seed) it trains, one at a time:
   trainer.seed=S data.seed=S` at its defaults (plus any `--variant NAME='overrides'`), in a
   subprocess, tracked in a throw-away SQLite store, and reads the test error back from MLflow.
 * **plain**: `plain_loop` below: ~40 lines of timm + torch and nothing of mfexp, trained on the
-  *whole* training folder for the same number of epochs (what a user writes in an afternoon).
+  *whole* training folder for the same number of epochs (what a user writes in an afternoon);
+  `--plain-variant NAME='{"batch": 32}'` adds a column of it with other `plain_loop` arguments.
 
 Data sets: `neu` is ../shared/data/neu-surface-defect as shipped (6 balanced classes); `neu-imb`
 is a cut made on the fly as a tree of symbolic links (read in place, nothing copied): one class
