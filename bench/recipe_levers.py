@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import recipe  # noqa: E402  (the imbalanced cut and the interval)
 
 from mfexp import data as data_mod  # noqa: E402
-from mfexp.config import TrainerConfig  # noqa: E402
+from mfexp.config import ModelConfig, TrainerConfig  # noqa: E402
 from mfexp.job import evaluate, new_model, train  # noqa: E402
 from mfexp.policy import Policy  # noqa: E402
 
@@ -40,8 +40,7 @@ def core_error(root: Path, good: str, seed: int, overrides: dict, epochs: int) -
                              np.concatenate([s.train.labels, s.val.labels]), s.classes)
     t = OmegaConf.structured(TrainerConfig(**{"epochs": epochs, "seed": seed, "refit": False, "progress": False,
                                               "evaluate_test": False, **overrides}))
-    cfg = OmegaConf.create({"trainer": t, "model": {"name": "resnet18", "pretrained": False, "checkpoint": None,
-                                                    "stem": "stock", "drop_rate": 0.0}, "data": {"image_size": 64}})
+    cfg = OmegaConf.create({"trainer": t, "model": OmegaConf.structured(ModelConfig()), "data": {"image_size": 64}})
     torch.manual_seed(seed)
     np.random.seed(seed)
     trained = train(cfg, new_model(cfg, full), full, s.test, Policy())

@@ -154,13 +154,13 @@ class PolicySweeper(Sweeper):
                 f"probe.repeats={s.density_repeats}"]
 
     def _policy_overrides(self, policy: PolicySpec) -> list[str]:
-        out = ["augment=policy"]
+        out, with_m = ["augment=policy"], {t for t, a, _ in policy if a == "m"}
         for tech, axis, value in policy:
             if tech == "synthetic":
                 out += ["synth=gan", f"synth.r={value}"]
                 continue
             out.append(f"augment.techniques.{tech}.{axis}={value}")
-            if axis == "rr" and (tech, "m") not in {(t, a) for t, a, _ in policy} and not self._has_strength(tech):
+            if axis == "rr" and tech not in with_m and not self._has_strength(tech):
                 out.append(f"augment.techniques.{tech}.m=1.0")  # on/off: any m > 0 is on, only rr is searched
         return out
 
