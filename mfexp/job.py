@@ -90,6 +90,10 @@ class Trained:
     synthetic_images: int = 0  # blended into the training split (synth), 0 without synth
     test_prob: np.ndarray | None = None  # (N, K) class probabilities on the test split (trainer.evaluate_test)
     test_labels: np.ndarray | None = None
+    # (N, K) class probabilities on the validation split of the model fitted on the training split alone,
+    # taken before any refit: what validation says about this policy (the sweep's delivery rule reads them)
+    val_prob: np.ndarray | None = None
+    val_labels: np.ndarray | None = None
 
 
 @dataclass
@@ -174,6 +178,7 @@ def train(cfg: DictConfig, model: torch.nn.Module, train_set: data_mod.ImageSet,
     hist = fit(model, train_loader, val_loader, policy, len(train_set.classes), t, device, channels_last, on_epoch)
     seconds = time.perf_counter() - start
     trained = Trained(model, hist, device, channels_last, seconds, len(hist.val_loss) * len(train_loader) * t.batch_size / seconds)
+    trained.val_prob, trained.val_labels = predict(model, val_loader, device, channels_last)
     if after_fit is not None:
         after_fit(trained)
     if initial is not None:

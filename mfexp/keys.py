@@ -61,6 +61,7 @@ TRAIN_SECONDS = "train_seconds"
 TEST_ERROR_RATE = "test_error_rate"
 TEST_ACCURACY = "test_accuracy"
 TEST_MACRO_F1 = "test_macro_f1"
+VAL_PREDICTIONS = "val_predictions.csv"  # the first fit's validation predictions (before any refit), every run
 DENSITY_ARTIFACT = "density.json"  # density matching's probe scores (mfexp/density.py), on a density search's baseline
 
 # ------------------------------------------------------------------ metrics and params of the sweep run

@@ -60,6 +60,9 @@ def run(cfg: DictConfig) -> float:
                             "train_images_per_second": trained.images_per_second,
                             **({"refit_epochs": trained.refit_epochs, "refit_seconds": trained.refit_seconds}
                                if trained.refit_epochs else {})})
+        with tempfile.TemporaryDirectory() as tmp:  # the first fit's, before any refit: what validation saw
+            predictions_frame(trained.val_labels, trained.val_prob, classes).to_csv(Path(tmp) / keys.VAL_PREDICTIONS, index=False)
+            mlflow.log_artifact(str(Path(tmp) / keys.VAL_PREDICTIONS))
         if t.evaluate_test:
             prob, yt = trained.test_prob, trained.test_labels
             mlflow.log_metrics(classification_metrics(yt, prob, classes, prefix="test_"))
@@ -72,7 +75,7 @@ def run(cfg: DictConfig) -> float:
 
             plt.close(fig)
         if t.log_model:
-            log_model(trained.model, splits.val.images[:2])
+            log_model(trained.model, splits.val.images[:2], model_metadata(job))
         log.info("%s: val_loss %.4f at epoch %d; MLflow run %s", name, hist.best_val_loss, hist.best_epoch + 1,
                  active.info.run_id)
     if t.evaluate_test:  # after the run closed: the UI shows it FINISHED, and a summary error cannot fail it
@@ -97,8 +100,17 @@ def _density_probe(cfg: DictConfig, job):
     return probe
 
 
-def log_model(model: torch.nn.Module, example_images: np.ndarray) -> None:
-    """Log the model as class probabilities over float (N, C, H, W) pixels in [0, 1]."""
+def model_metadata(job) -> dict:
+    """What a user of the logged model needs to feed it images as training did (MLflow model metadata)."""
+    d = job.cfg.data
+    return {"classes": list(job.splits.classes), "good_class": job.splits.good_class, "image_size": int(d.image_size),
+            "channels": int(job.train_set.images.shape[-1]), "mfexp_version": mfexp.__version__}
+
+
+def log_model(model: torch.nn.Module, example_images: np.ndarray, metadata: dict | None = None) -> None:
+    """Log the model as class probabilities over float (N, C, H, W) pixels in [0, 1].
+
+    ``metadata`` (`model_metadata`) is stored in the model's MLmodel file: classes, good class, image size, channels."""
     from mlflow.models import infer_signature
 
     served = Probabilities(model).cpu().eval()
@@ -107,4 +119,4 @@ def log_model(model: torch.nn.Module, example_images: np.ndarray) -> None:
         out = served(torch.from_numpy(example)).numpy()
     # Explicit requirements: MLflow would otherwise infer them in a subprocess (~30 s per model).
     mlflow.pytorch.log_model(served, name="model", signature=infer_signature(example, out), input_example=example,
-                             pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", f"numpy=={np.__version__}"])
+                             metadata=metadata, pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", f"numpy=={np.__version__}"])
