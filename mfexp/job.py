@@ -184,17 +184,31 @@ def train(cfg: DictConfig, model: torch.nn.Module, train_set: data_mod.ImageSet,
     if initial is not None:
         # Validation chose the number of epochs; the model kept is trained again, from the same
         # initial weights, on train + validation for that many epochs (nothing held out is wasted).
-        epochs = hist.best_epoch + 1
-        refit_cfg = OmegaConf.merge(t, {"epochs": epochs, "early_stopping_patience": 0, "checkpoint": "last"})
-        both = data_mod.ImageSet(np.concatenate([train_set.images, val_set.images]),
-                                 np.concatenate([train_set.labels, val_set.labels]), train_set.classes)
         model.load_state_dict(initial)
-        start = time.perf_counter()
-        fit(model, make_loader(both, t.batch_size, train=True, pipeline=pipeline, num_workers=workers, seed=t.seed),
-            val_loader, policy, len(train_set.classes), refit_cfg, device, channels_last,
-            lambda e, ms: on_epoch(e, {"refit_train_loss": ms["train_loss"]}))
-        trained.refit_epochs, trained.refit_seconds = epochs, time.perf_counter() - start
+        trained.refit_epochs = hist.best_epoch + 1
+        trained.refit_seconds = refit(cfg, model, train_set, val_set, policy, trained.refit_epochs, device,
+                                      channels_last, on_epoch)
     return trained
+
+
+def refit(cfg: DictConfig, model: torch.nn.Module, train_set: data_mod.ImageSet, val_set: data_mod.ImageSet, policy,
+          epochs: int, device: torch.device, channels_last: bool,
+          on_epoch=lambda epoch, metrics: None) -> float:
+    """Train ``model``, at its initial weights, on train + validation for ``epochs`` epochs; returns the seconds.
+
+    The same model as `train`'s refit (same seed, loaders and schedule), so a caller that already knows
+    the number of epochs (a sweep delivering a candidate it trained without refit) can skip the fit."""
+    t = cfg.trainer
+    pipeline = policy.image_pipeline(seed=t.seed)
+    workers = t.num_workers if t.num_workers >= 0 else default_workers(pipeline is not None)
+    refit_cfg = OmegaConf.merge(t, {"epochs": epochs, "early_stopping_patience": 0, "checkpoint": "last"})
+    both = data_mod.ImageSet(np.concatenate([train_set.images, val_set.images]),
+                             np.concatenate([train_set.labels, val_set.labels]), train_set.classes)
+    start = time.perf_counter()
+    fit(model, make_loader(both, t.batch_size, train=True, pipeline=pipeline, num_workers=workers, seed=t.seed),
+        make_loader(val_set, t.batch_size * 2, train=False), policy, len(train_set.classes), refit_cfg, device,
+        channels_last, lambda e, ms: on_epoch(e, {"refit_train_loss": ms["train_loss"]}))
+    return time.perf_counter() - start
 
 
 def evaluate(trained: Trained, data: data_mod.ImageSet, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
