@@ -150,3 +150,64 @@ def choose(scores: Scores, keep: float = 0.8, top: int = 3) -> Choice:
     reason = (f"density matching kept {shown}: the strongest magnitude retaining >= {keep:.0%} of what the baseline "
               f"learned (clean val loss {scores.clean_loss:.4f}, class prior {scores.prior_loss:.4f}), top {top}")
     return Choice(tuple((p.technique, p.m) for p in chosen), admitted, rejected, reason)
+
+
+# ------------------------------------------------------------------ proposals: density proposes, full training disposes
+PROPOSAL_KINDS = ("nested", "diverse", "rr", "stronger")
+
+
+@dataclass(frozen=True)
+class Proposal:
+    """One candidate policy built from the density scores, to be trained at the full budget.
+
+    ``techniques``: (technique, m, rr) in order of retained knowledge; ``mode`` is `mfexp.policy.Policy`'s
+    (``trivial``: one technique per image at a random magnitude up to ``m``); ``adds``: for a nested step,
+    the technique it adds to the step before (the per-technique chart's bar)."""
+
+    name: str  # nested-1 .. nested-k, diverse, rr-1, stronger
+    kind: str  # one of PROPOSAL_KINDS
+    techniques: tuple[tuple[str, float, float], ...]
+    mode: str = "all"
+    adds: str = ""
+
+
+def propose(scores: Scores, keep: float = 0.8, top: int = 2, rr: float = 0.5,
+            kinds: Sequence[str] = ("nested", "diverse")) -> tuple[Choice, list[Proposal]]:
+    """Candidate policies from the density scores, in priority order (the sweeper trains them until its budget).
+
+    * ``nested``: the best technique alone, the best two, ... up to ``top`` (each at its strongest admitted
+      magnitude, replacement rate ``rr``): what each added technique buys, measured by training;
+    * ``diverse``: TrivialAugment-style (Müller & Hutter, ICCV 2021) restricted to the techniques density
+      matching admits, each up to its admitted magnitude: strong, varied augmentation that pays off on long
+      budgets, without the transforms that break the data;
+    * ``rr``: the ``top`` techniques at rr = 1 instead of ``rr``;
+    * ``stronger``: the ``top`` techniques one probed magnitude above the admitted one (where there is one).
+
+    Policies already proposed (same settings) are not repeated. Raises ValueError for an unknown kind."""
+    unknown = [k for k in kinds if k not in PROPOSAL_KINDS]
+    if unknown:
+        raise ValueError(f"unknown proposal kind(s) {unknown}: use {', '.join(PROPOSAL_KINDS)}")
+    choice = choose(scores, keep, top)
+    best = list(choice.policy)
+    out: list[Proposal] = []
+
+    def add(p: Proposal) -> None:
+        if p.techniques and all((p.mode, p.techniques) != (q.mode, q.techniques) for q in out):
+            out.append(p)
+
+    for kind in kinds:
+        if kind == "nested":
+            for i in range(1, len(best) + 1):
+                add(Proposal(f"nested-{i}", kind, tuple((t, m, rr) for t, m in best[:i]), adds=best[i - 1][0]))
+        elif kind == "diverse" and best:
+            ranked = sorted(choice.admitted.values(), key=lambda p: (-min(p.retained, 1.0), -p.m))
+            add(Proposal("diverse", kind, tuple((p.technique, p.m, 1.0) for p in ranked), mode="trivial"))
+        elif kind == "rr" and best and rr != 1.0:
+            add(Proposal("rr-1", kind, tuple((t, m, 1.0) for t, m in best)))
+        elif kind == "stronger" and best:
+            def up(t: str, m: float) -> float:
+                return min((p.m for p in scores.probes if p.technique == t and p.m > m), default=m)
+            stronger = tuple((t, up(t, m), rr) for t, m in best)
+            if stronger != tuple((t, m, rr) for t, m in best):
+                add(Proposal("stronger", kind, stronger))
+    return choice, out

@@ -22,6 +22,8 @@ TAG_TECHNIQUE = "mfexp.technique"
 TAG_FIDELITY = "mfexp.fidelity"  # e<epochs>-s<subset>
 TAG_RUNG = "mfexp.rung"
 TAG_STAGE_WINNER = "mfexp.stage_winner"  # "true" on the screening baseline and every kept stage's winner
+TAG_PROPOSAL = "mfexp.proposal"  # density backend: the proposal a full-budget candidate trains (nested-1, diverse, ...)
+TAG_FROM_CANDIDATE = "mfexp.from_candidate"  # on a final run: the full-budget candidate whose policy it refits
 
 # ------------------------------------------------------------------ the sweep (parent) run
 TAG_SWEEP_KEY = "mfexp.sweep_key"  # settings + overrides + fingerprint: a rerun resumes the same sweep
@@ -40,6 +42,10 @@ TAG_RANKING_AGREEMENT = "mfexp.ranking_agreement"  # one line: Spearman's rho sc
 TAG_SEARCH_NOTE = "mfexp.search_note"  # one line from the backend on how it chose (density matching: what it kept, why)
 TAG_RANKING_PAIRS = "mfexp.ranking_pairs"  # JSON: the policies trained at both fidelities, their runs and losses
 TAG_REPORT = "mfexp.report"  # the report's artifact path
+TAG_DELIVERY_RULE = "mfexp.delivery_rule"  # the rule that chose what the sweep delivers (delivery.py)
+TAG_DELIVERED = "mfexp.delivered"  # what it delivered: baseline, reference, final, or a density proposal's name
+TAG_DELIVERY = "mfexp.delivery"  # JSON: the decision, every challenger's paired comparison with the baseline
+TAG_PROPOSALS = "mfexp.proposals"  # JSON (density backend): every proposal, its policy, run, val loss, status
 
 # ------------------------------------------------------------------ model registry (mfexp/report/registry.py)
 TAG_TEST_ERROR = "mfexp.test_error_rate"

@@ -49,12 +49,23 @@ class SearchConf:
     optuna_trials: int = 12
     # density: probe each technique of `order` at these m (on/off ones at m=1) on the validation split;
     # keep per technique the strongest m that retains `density_keep` of what the baseline learned;
-    # the `density_top` techniques that retain the most form the policy, each at rr=`density_rr`.
+    # the `density_top` techniques that retain the most, each at rr=`density_rr`, make the nested
+    # candidates (best alone, best two, ...); `density_proposals` lists the candidate kinds
+    # (mfexp.density.propose: nested, diverse, rr, stronger), trained at full budget in that order
+    # while their compute stays within `max_cost` full trainings (fit + refit, as the baseline ran).
     density_magnitudes: List[float] = field(default_factory=lambda: [0.25, 0.5, 0.75, 1.0])
     density_keep: float = 0.8
-    density_top: int = 3
+    density_top: int = 2
     density_rr: float = 0.5
     density_repeats: int = 2
+    density_proposals: List[str] = field(default_factory=lambda: ["nested", "diverse"])
+    max_cost: float = 1.5
+    # Delivery (delivery.py): a policy other than the baseline is delivered only when this rule, on paired
+    # validation outcomes, finds it better beyond noise at `delivery_level` (Bonferroni-corrected over the
+    # challengers when `delivery_correct`).
+    delivery_rule: str = "paired"
+    delivery_level: float = 0.95
+    delivery_correct: bool = True
 
 
 @dataclass

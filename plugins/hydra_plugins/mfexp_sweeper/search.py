@@ -2,8 +2,8 @@
 
 Free of Hydra and MLflow. The sweeper turns a `Candidate` into a job and the job's objective into a
 `Result`; a backend (`staged.StagedSearch`, `optuna_search.OptunaSearch`) returns an `Outcome`,
-which `sweep_run.SweepRun` records in MLflow, with the ranking check (`ranking_verdict`, `rank_agreement`)
-of the full-budget runs against the screening.
+which `sweep_run.SweepRun` records in MLflow, with the ranking check (`rank_agreement`) of the full-budget
+runs against the screening; what is delivered is `delivery.decide`'s call.
 """
 
 import itertools
@@ -23,10 +23,12 @@ PolicySpec = tuple[tuple[str, str, float], ...]
 @dataclass(frozen=True)
 class Candidate:
     policy: PolicySpec
-    rung: int
+    rung: int  # index into search.rungs; -1: the full budget (all epochs, the whole training split)
     seed: int = 0
     stage: int = 0
     technique: str = "none"
+    mode: str = "all"  # mfexp.policy.Policy's mode: all | trivial
+    name: str = ""  # the density backend's proposal name (nested-1, diverse, ...)
 
 
 @dataclass
@@ -62,6 +64,7 @@ class Outcome:
     incumbent: Result  # the winning policy at the top rung
     results: list[Result] = field(default_factory=list)
     note: str = ""  # one line from the backend on how it chose (density matching's reason)
+    proposals: list[dict] = field(default_factory=list)  # density: every proposal, trained or not, with its run
 
 
 def stage_values(space: Mapping[str, Sequence[float]]) -> list[tuple[tuple[str, float], ...]]:
@@ -80,31 +83,6 @@ def noise_threshold(base: Sequence[Result], noise_factor: float, min_improvement
 
 # ------------------------------------------------------------------ the ranking check (full budget vs screening)
 ROLE_WORDS = {"baseline": "baseline", "final": "searched policy", "reference": "trivial reference"}
-
-
-def ranking_verdict(val_loss: Mapping[str, float], best_role: str) -> str:
-    """One line: which full-budget run (``baseline`` / ``final`` / ``reference``) the sweep keeps, and why.
-
-    ``val_loss``: role -> best validation loss of the full-budget runs that exist; ``best_role``: the winner."""
-    def f(role: str) -> str:
-        return f"{val_loss[role]:.4f}"
-
-    tie = " (a tie on val loss goes to the lower test error, then to the simpler run)"
-    kept = f"the {ROLE_WORDS[best_role]} is kept"
-    if "final" in val_loss:
-        if best_role == "final":
-            others = " and ".join(f"{ROLE_WORDS[r]} {f(r)}" for r in ("baseline", "reference") if r in val_loss)
-            return f"the searched policy held at full budget: val loss {f('final')} vs {others}; {kept}"
-        line = f"the searched policy lost at full budget: val loss {f('final')} vs {ROLE_WORDS[best_role]} {f(best_role)}"
-        if best_role == "reference":
-            line += f" (baseline {f('baseline')})"
-        return line + (tie if val_loss["final"] == val_loss[best_role] else "") + f"; {kept}"
-    if best_role == "reference":
-        return (f"the search kept no technique and the trivial reference beat the baseline at full budget: val loss "
-                f"{f('reference')} vs {f('baseline')}" + (tie if val_loss["reference"] == val_loss["baseline"] else "")
-                + f"; {kept}")
-    ref = f" vs trivial reference {f('reference')}" if "reference" in val_loss else ""
-    return f"the search kept no technique and the baseline held at full budget: val loss {f('baseline')}{ref}; {kept}"
 
 
 @dataclass(frozen=True)

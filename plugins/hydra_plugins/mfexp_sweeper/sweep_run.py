@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -21,7 +22,8 @@ from omegaconf import DictConfig
 import mfexp
 from mfexp import keys
 
-from .search import Outcome, RankAgreement, Result, rank_agreement, rank_pairs, ranking_verdict
+from .delivery import Decision
+from .search import Outcome, RankAgreement, Result, rank_agreement, rank_pairs
 
 log = logging.getLogger("mfexp.sweep")
 
@@ -41,10 +43,13 @@ class SweepRun:
 
         self.cfg, self.settings, self.sweep_dir = job_cfg, settings, sweep_dir
         t = job_cfg.tracking
+        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # the sweep reads a few small artifacts
         self.experiment_id = tracking.setup(t.uri, t.store_dir, t.experiment)
         self.client = MlflowClient()
         splits = load_data(job_cfg.data)  # decoded once here; also warms the demo cache for the jobs
         self.fingerprint = splits.fingerprint
+        self.train_images, self.val_images = len(splits.train), len(splits.val)
+        self.baseline_id: str | None = None  # set once the baseline finished: the unit of search.cost_multiple
         self.key = _sha([settings, sorted(arguments), self.fingerprint, mfexp.__version__])
         self.arguments = list(arguments)
 
@@ -73,6 +78,9 @@ class SweepRun:
                       "search.max_candidates": s["max_candidates"], "search.max_full_epochs": s["max_full_epochs"],
                       "search.max_minutes": s["max_minutes"], "search.space": json.dumps(s["space"])[:6000],
                       "search.full_epochs": self.cfg.trainer.epochs, "search.arguments": " ".join(self.arguments)[:6000],
+                      **{f"search.{k}": (",".join(map(str, s[k])) if isinstance(s[k], list) else s[k])
+                         for k in ("density_magnitudes", "density_keep", "density_top", "density_rr", "density_proposals",
+                                   "max_cost", "delivery_rule", "delivery_level", "delivery_correct") if k in s},
                       "engine_version": mfexp.__version__}
             self.client.log_batch(self.run_id, params=[_param(k, v) for k, v in params.items()])
             log.info("sweep %s: MLflow run %s in experiment %s", self.key, self.run_id, self.experiment_id)
@@ -118,41 +126,88 @@ class SweepRun:
         except Exception:  # noqa: BLE001 - MLflow raises several types for a missing artifact
             return None
 
+    def training_compute(self, run_id: str) -> float:
+        """A run's training compute in image-epochs: its fit on the training split plus its refit on train + validation."""
+        r = self.client.get_run(run_id)
+        n = self.train_images * float(r.data.params.get("data.subset", 1.0))
+        m = r.data.metrics
+        return m.get(keys.EPOCHS_RUN, 0.0) * n + m.get("refit_epochs", 0.0) * (n + self.val_images)
+
     def cost(self, full_epochs: int, wall_seconds: float) -> dict[str, float]:
-        """Screening compute so far, in full-training-set epochs (epochs run x data.subset)."""
+        """Search compute so far: candidate runs, in full-training-set epochs (epochs run x data.subset), and as a
+        multiple of one full training as the baseline ran it (fit + refit; per fit before the baseline exists)."""
         spent, n = 0.0, 0
         for r in self._children(f"tags.`{keys.TAG_ROLE}` = 'candidate'"):
             n += 1
             spent += r.data.metrics.get(keys.EPOCHS_RUN, 0.0) * float(r.data.params.get("data.subset", 1.0))
-        return {"candidates": n, "full_epochs": spent, "cost_multiple": spent / max(full_epochs, 1),
+        unit = self.training_compute(self.baseline_id) / self.train_images if self.baseline_id else 0.0
+        return {"candidates": n, "full_epochs": spent, "cost_multiple": spent / (unit or max(full_epochs, 1)),
                 "wall_seconds": wall_seconds}
 
-    # -- the end -----------------------------------------------------------------------------
-    def finish(self, outcome: Outcome, baseline: Result, final: Result | None, reference: Result | None, cost: dict,
-               report: Callable[..., Any] | None, model_name: str | None) -> None:
-        """Tag the winners, log the outcome and the cost on the sweep run, call the report, print the summary.
+    def val_outcomes(self, name: str, run_id: str | None):
+        """A run's validation outcome (`delivery.Outcomes`) from its val_predictions.csv; None when it has none."""
+        import mlflow
+        import pandas as pd
 
-        ``report`` is the ``report`` config group's object (None: no report), called as
-        ``report(sweep_run_id=..., out_dir=..., model_name=...)`` while the sweep run is still open."""
+        from mfexp.metrics import frame_to_arrays
+
+        from .delivery import Outcomes
+
+        if not run_id:
+            return None
+        try:
+            text = mlflow.artifacts.load_text(f"runs:/{run_id}/{keys.VAL_PREDICTIONS}")
+        except Exception:  # noqa: BLE001 - MLflow raises several types for a missing artifact
+            log.warning("run %s (%s) has no %s: left out of the delivery decision", run_id, name, keys.VAL_PREDICTIONS)
+            return None
+        import io
+
+        y, prob, _ = frame_to_arrays(pd.read_csv(io.StringIO(text)))
+        return Outcomes.of(name, y, prob)
+
+    def decide(self, baseline: Result, challengers: dict[str, Result], rule: str, level: float, correct: bool) -> Decision:
+        """The delivery decision (`delivery.decide`) over the runs' validation predictions, read back from MLflow."""
+        from mfexp.errors import SearchFailed
+
+        from .delivery import decide
+
+        base = self.val_outcomes("baseline", baseline.run_id)
+        if base is None:
+            raise SearchFailed(f"the baseline run {baseline.run_id} has no {keys.VAL_PREDICTIONS}: nothing to compare with")
+        others = [o for name, r in challengers.items() if (o := self.val_outcomes(name, r.run_id)) is not None]
+        self.delivery_runs = {"baseline": baseline.run_id, **{name: r.run_id for name, r in challengers.items()}}
+        return decide(base, others, rule, level, correct)
+
+    # -- the end -----------------------------------------------------------------------------
+    def finish(self, outcome: Outcome, baseline: Result, final: Result | None, reference: Result | None,
+               decision: Decision, cost: dict, report: Callable[..., Any] | None, model_name: str | None) -> None:
+        """Tag what is delivered and why, log the outcome and the cost on the sweep run, call the report, print the summary.
+
+        ``decision`` (`delivery.decide`) names the delivered policy: ``baseline``, ``reference``, or the policy
+        whose refit is the ``final`` run. ``report`` is the ``report`` config group's object (None: no report),
+        called as ``report(sweep_run_id=..., out_dir=..., model_name=...)`` while the sweep run is still open."""
         c = self.client
         full = {"baseline": baseline, "final": final, "reference": reference}
-        runs = {role: c.get_run(r.run_id) for role, r in full.items() if r is not None and r.run_id}
-
-        def rank(role: str):
-            m = runs[role].data.metrics
-            return (m.get(keys.BEST_VAL_LOSS, float("inf")), m.get(keys.TEST_ERROR_RATE, float("inf")))
-
-        best_role = min(runs, key=rank)
+        runs = {role: c.get_run(r.run_id) for role, r in full.items() if r is not None and r.run_id and r.ok}
+        best_role = decision.delivered if decision.delivered in ("baseline", "reference") else "final"
         winners = [outcome.screen_baseline.run_id] + [s.best.run_id for s in outcome.stages if s.verdict == "kept"]
         for run_id in filter(None, winners):
-            c.set_tag(run_id, keys.TAG_STAGE_WINNER, "true")
+            if run_id != runs["baseline"].info.run_id:
+                c.set_tag(run_id, keys.TAG_STAGE_WINNER, "true")
+        delivery = {"rule": decision.rule, "level": decision.level, "n": decision.n, "delivered": decision.delivered,
+                    "baseline": {"run_id": self.delivery_runs.get("baseline"), "val_loss": decision.baseline_loss,
+                                 "val_errors": decision.baseline_errors},
+                    "challengers": [{**vars(x), "run_id": self.delivery_runs.get(x.name)} for x in decision.comparisons]}
         tags = {keys.TAG_BASELINE_RUN: runs["baseline"].info.run_id, keys.TAG_BEST_RUN: runs[best_role].info.run_id,
                 keys.TAG_BEST_ROLE: best_role, keys.TAG_KEPT: ",".join(outcome.kept),
                 keys.TAG_REJECTED: ",".join(outcome.rejected), keys.TAG_REJECTED_REASONS: json.dumps(outcome.rejected),
-                keys.TAG_POLICY: runs["final"].data.tags.get(keys.TAG_POLICY, "") if "final" in runs else
-                runs["baseline"].data.tags.get(keys.TAG_POLICY, "")}
+                keys.TAG_POLICY: runs[best_role].data.tags.get(keys.TAG_POLICY, ""),
+                keys.TAG_DELIVERY_RULE: decision.rule, keys.TAG_DELIVERED: decision.delivered,
+                keys.TAG_DELIVERY: json.dumps(delivery), keys.TAG_RANKING_VERDICT: decision.reason}
         if outcome.note:
             tags[keys.TAG_SEARCH_NOTE] = outcome.note
+        if outcome.proposals:
+            tags[keys.TAG_PROPOSALS] = json.dumps(outcome.proposals)
         if "reference" in runs:
             tags[keys.TAG_REFERENCE_RUN] = runs["reference"].info.run_id
         for s in outcome.stages:
@@ -164,21 +219,21 @@ class SweepRun:
                    keys.SEARCH_NOISE: outcome.noise, keys.SEARCH_THRESHOLD: outcome.threshold,
                    keys.SCREEN_BASELINE_VAL_LOSS: outcome.screen_baseline.val_loss,
                    keys.SCREEN_BEST_VAL_LOSS: outcome.incumbent.val_loss}
-        if "final" in runs:
+        screened = not outcome.proposals  # the staged and optuna backends screen; density trains at full budget
+        if "final" in runs and screened:
             # Does the screening ranking hold at full budget? Both must say the policy beats no policy.
-            full_gain = rank("baseline")[0] - rank("final")[0]
+            full_gain = (runs["baseline"].data.metrics.get(keys.BEST_VAL_LOSS, float("inf"))
+                         - runs["final"].data.metrics.get(keys.BEST_VAL_LOSS, float("inf")))
             metrics[keys.CHECK_SCREEN_GAIN] = outcome.screen_baseline.val_loss - outcome.incumbent.val_loss
             metrics[keys.CHECK_FULL_GAIN] = full_gain
             tags[keys.TAG_RANKING_HELD] = str(full_gain > 0).lower()
-        # The ranking check acts: say which run is kept and why, and how well screening ranked the policies.
-        verdict = ranking_verdict({role: rank(role)[0] for role in runs}, best_role)
-        agreement = self.rank_agreement(runs)
-        tags[keys.TAG_RANKING_VERDICT] = verdict
-        tags[keys.TAG_RANKING_AGREEMENT] = agreement.text
-        tags[keys.TAG_RANKING_PAIRS] = json.dumps([vars(p) for p in agreement.pairs])
-        metrics[keys.CHECK_RANK_PAIRS] = len(agreement.pairs)
-        if agreement.rho is not None:
-            metrics[keys.CHECK_SPEARMAN_RHO] = agreement.rho
+        agreement = self.rank_agreement(runs) if screened else None
+        if agreement is not None:
+            tags[keys.TAG_RANKING_AGREEMENT] = agreement.text
+            tags[keys.TAG_RANKING_PAIRS] = json.dumps([vars(p) for p in agreement.pairs])
+            metrics[keys.CHECK_RANK_PAIRS] = len(agreement.pairs)
+            if agreement.rho is not None:
+                metrics[keys.CHECK_SPEARMAN_RHO] = agreement.rho
         for role, r in runs.items():
             for k in (keys.BEST_VAL_LOSS, keys.TEST_ERROR_RATE):
                 if k in r.data.metrics:
@@ -186,7 +241,7 @@ class SweepRun:
         c.log_batch(self.run_id, metrics=[_metric(k, v) for k, v in metrics.items()],
                     tags=[_tag(k, v) for k, v in tags.items()])
         report_path = self._report(report, model_name) if report is not None else None
-        self._summary(runs, best_role, outcome, cost, report_path, verdict, agreement)
+        self._summary(runs, best_role, outcome, cost, report_path, decision, agreement)
 
     def rank_agreement(self, runs: dict) -> RankAgreement:
         """Spearman's rho of screening vs full-budget val loss over the policies trained at both (matched by mfexp.policy)."""
@@ -211,7 +266,7 @@ class SweepRun:
             return None
 
     def _summary(self, runs: dict, best_role: str, outcome: Outcome, cost: dict, report_path: Path | None,
-                 verdict: str, agreement: RankAgreement) -> None:
+                 decision: Decision, agreement: RankAgreement | None) -> None:
         def err(role):
             v = runs[role].data.metrics.get("test_error_rate") if role in runs else None
             return f"{v:.2%}" if v is not None else "-"
@@ -219,19 +274,23 @@ class SweepRun:
         from mfexp import tracking
 
         uri = tracking.resolve_uri(self.cfg.tracking.uri, self.cfg.tracking.store_dir)
+        delivered = decision.delivered if best_role == "final" and decision.delivered != "final" else best_role
+        trained = [f"{x.name} {x.loss:.4f} / {x.errors} errors" for x in decision.comparisons]
         lines = [
             "",
             "=" * 72,
             f"mfexp sweep {self.run_id} finished",
-            f"  test error  baseline {err('baseline')} | searched policy {err('final')} | trivial reference {err('reference')}",
-            f"  winning policy: {runs[best_role].data.tags.get(keys.TAG_POLICY)} ({best_role}); kept: "
-            f"{', '.join(outcome.kept) or 'none'}",
+            f"  test error  baseline {err('baseline')} | delivered policy {err(best_role)} | trivial reference {err('reference')}",
+            f"  delivered: {runs[best_role].data.tags.get(keys.TAG_POLICY)} ({delivered}, run {runs[best_role].info.run_id})",
+            f"  why: {decision.reason}",
+            f"  validation (val loss / errors of {decision.n}): baseline {decision.baseline_loss:.4f} / "
+            f"{decision.baseline_errors} errors" + (f"; {'; '.join(trained)}" if trained else ""),
+            f"  kept: {', '.join(outcome.kept) or 'none'}",
             f"  rejected: {', '.join(f'{t} ({why})' for t, why in outcome.rejected.items()) or 'none'}",
             *([f"  search: {outcome.note}"] if outcome.note else []),
-            f"  ranking check: {verdict}",
-            f"  screening vs full budget: {agreement.text}",
+            *([f"  screening vs full budget: {agreement.text}"] if agreement is not None else []),
             f"  search cost: {cost['candidates']} candidates, {cost['full_epochs']:.1f} full-data epochs = "
-            f"{cost['cost_multiple']:.2f}x one full training, {cost['wall_seconds'] / 60:.1f} min",
+            f"{cost['cost_multiple']:.2f}x one full training (fit + refit), {cost['wall_seconds'] / 60:.1f} min",
             f"  report: {report_path or '(none)'}",
             f"  MLflow UI: mlflow ui --backend-store-uri {uri}",
             "=" * 72,

@@ -72,17 +72,41 @@ class PolicySweeper(Sweeper):
             self.full_epochs = int(job_cfg.trainer.epochs)
             self.extra = self._parallel_overrides()
             # first: no sweep goes on without a baseline (a density search's baseline also scores the probes)
-            baseline, = self._launch_full([("baseline", ())], self._probe_overrides())
+            baseline, = self._launch_full([("baseline", (), "all")], self._probe_overrides())
             if baseline.val_loss is None:
                 raise SearchFailed("the full-budget baseline failed: see its job log above")
+            run.baseline_id = baseline.run_id
+            self.early: dict[str, Result] = {}  # full-budget runs launched in the candidates' batch
             outcome = self._search(baseline)
-            finals = [("final", outcome.policy)] if outcome.policy else []
-            if self.s.reference:
-                finals.append(("reference", None))
-            results = dict(zip([role for role, _ in finals], self._launch_full(finals)))
-            run.finish(outcome, baseline, results.get("final"), results.get("reference"),
+            finals = [("final", outcome.policy, "all")] if outcome.policy else []
+            if self.s.reference and "reference" not in self.early:
+                finals.append(("reference", None, "all"))
+            results = {**self.early, **dict(zip([role for role, _, _ in finals], self._launch_full(finals)))}
+            decision = self._deliver(baseline, outcome, results)
+            run.finish(outcome, baseline, results.get("final"), results.get("reference"), decision,
                        self._cost(), report, self.s.model_name)
         return None
+
+    def _deliver(self, baseline: Result, outcome: Outcome, results: dict[str, Result]):
+        """The delivery rule over every policy trained at full budget; a delivered density candidate is refit
+        here as the ``final`` run (added to ``results``). Returns the `delivery.Decision`."""
+        from dataclasses import replace
+
+        challengers = {r.candidate.name: r for r in outcome.results if r.candidate.name and r.ok}
+        challengers.update({role: r for role, r in results.items() if r.ok})
+        decision = self.run.decide(baseline, challengers, self.s.delivery_rule, self.s.delivery_level,
+                                   self.s.delivery_correct)
+        log.info("delivery: %s", decision.reason)
+        picked = challengers.get(decision.delivered)
+        if picked is not None and decision.delivered not in results:  # a density candidate: its refit is the final run
+            c = picked.candidate
+            results["final"], = self._launch_full([("final", c.policy, c.mode)],
+                                                  tags={keys.short(keys.TAG_FROM_CANDIDATE): picked.run_id})
+            if not results["final"].ok:  # a failed job never fails the sweep: the baseline stands
+                log.warning("the final run of %s failed: the baseline is delivered", decision.delivered)
+                decision = replace(decision, delivered="baseline", reason=f"the baseline is delivered: {decision.delivered} "
+                                   "beat it on validation, but its final run (the refit) failed; see its job log")
+        return decision
 
     # -- search ------------------------------------------------------------------------------
     def _search(self, baseline: Result) -> Outcome:
@@ -91,7 +115,11 @@ class PolicySweeper(Sweeper):
             scores = self.run.artifact_dict(baseline.run_id, keys.DENSITY_ARTIFACT)
             if scores is None:
                 raise SearchFailed(f"the baseline run {baseline.run_id} has no {keys.DENSITY_ARTIFACT}: see its job log")
-            return DensitySearch(s.order, s.density_keep, s.density_top, s.density_rr, log=log.info).run(scores, baseline)
+            # The reference goes out in the candidates' batch, so a parallel launcher runs them side by side.
+            early = [("reference", None, "all")] if s.reference else []
+            return DensitySearch(s.order, s.density_keep, s.density_top, s.density_rr, s.density_proposals,
+                                 log=log.info).run(scores, baseline, lambda c: self._evaluate(c, early),
+                                                   self._affordable(baseline))
         space = {t: dict(s.space[t]) for t in s.order}
         if s.backend == "optuna":
             search = OptunaSearch(s.order, space, len(s.rungs), s.optuna_trials, self._n_jobs(), s.noise_seeds,
@@ -113,6 +141,12 @@ class PolicySweeper(Sweeper):
 
     def _cost(self) -> dict[str, float]:
         return self.run.cost(self.full_epochs, time.perf_counter() - self.started)
+
+    def _affordable(self, baseline: Result) -> int:
+        """How many full-budget candidates (fits without refit) fit in search.max_cost trainings like the baseline's."""
+        one = self.run.training_compute(baseline.run_id)
+        each = self.full_epochs * self.run.train_images
+        return int(self.s.max_cost * one / each + 1e-9) if each > 0 else 0
 
     def _n_jobs(self) -> int:
         """How many jobs the launcher runs at once: ``hydra.launcher.n_jobs`` (-1: one per core), else 1."""
@@ -153,8 +187,10 @@ class PolicySweeper(Sweeper):
                 "++probe.magnitudes={" + ",".join(f"{t}:[{','.join(map(str, ms))}]" for t, ms in probes.items()) + "}",
                 f"probe.repeats={s.density_repeats}"]
 
-    def _policy_overrides(self, policy: PolicySpec) -> list[str]:
+    def _policy_overrides(self, policy: PolicySpec, mode: str = "all") -> list[str]:
         out, with_m = ["augment=policy"], {t for t, a, _ in policy if a == "m"}
+        if mode != "all":
+            out.append(f"augment.mode={mode}")
         for tech, axis, value in policy:
             if tech == "synthetic":
                 out += ["synth=gan", f"synth.r={value}"]
@@ -186,17 +222,29 @@ class PolicySweeper(Sweeper):
             self._targets = {str(k): str(v.get("_target_", "")) for k, v in techniques.items()}
         return self._targets
 
-    def _evaluate(self, cands: list[Candidate]) -> list[Result]:
+    def _evaluate(self, cands: list[Candidate], full: Sequence[tuple[str, Any, str]] = ()) -> list[Result]:
+        """Run the candidates (and the full-budget runs ``full``, kept in ``self.early``) as one launcher batch."""
         jobs = []
         for c in cands:
-            rung = self.s.rungs[c.rung]
-            epochs = max(1, math.ceil(rung.epochs * self.full_epochs))
-            defining = self._policy_overrides(c.policy) + [f"trainer.epochs={epochs}", f"data.subset={rung.subset}",
-                                                          f"trainer.seed={c.seed}"]
+            if c.rung < 0:  # the full budget: every epoch, the whole training split (density's candidates)
+                epochs, subset, fidelity = self.full_epochs, 1.0, "full"
+            else:
+                rung = self.s.rungs[c.rung]
+                epochs, subset = max(1, math.ceil(rung.epochs * self.full_epochs)), rung.subset
+                fidelity = f"e{epochs}-s{subset}"
+            defining = self._policy_overrides(c.policy, c.mode) + [f"trainer.epochs={epochs}", f"data.subset={subset}",
+                                                                  f"trainer.seed={c.seed}"]
             tags = {keys.short(keys.TAG_STAGE): str(c.stage), keys.short(keys.TAG_TECHNIQUE): c.technique,
-                    keys.short(keys.TAG_FIDELITY): f"e{epochs}-s{rung.subset}", keys.short(keys.TAG_RUNG): str(c.rung)}
-            jobs.append((c, defining, tags, epochs * rung.subset))
-        done = self._launch("candidate", [(d, t) for _, d, t, _ in jobs])
+                    keys.short(keys.TAG_FIDELITY): fidelity, keys.short(keys.TAG_RUNG): str(c.rung)}
+            if c.name:
+                tags[keys.short(keys.TAG_PROPOSAL)] = c.name
+            jobs.append((c, defining, tags, epochs * subset))
+        full_jobs = [self._full_job(role, p, mode) for role, p, mode in full]
+        done = self._launch([(d, t, True) for _, d, t, _ in jobs] + full_jobs)
+        done, early = done[:len(jobs)], done[len(jobs):]
+        if full:
+            self.early.update({role: Result(Candidate(p or (), -1, mode=mode), val, run_id)
+                               for (role, p, mode), (val, run_id) in zip(full, early)})
         results = [Result(c, val, run_id, full_epochs=cost if run_id else 0.0)
                    for (c, _, _, cost), (val, run_id) in zip(jobs, done)]
         for r in results:
@@ -205,19 +253,24 @@ class PolicySweeper(Sweeper):
                             r.candidate.policy)
         return results
 
-    def _launch_full(self, runs: list[tuple[str, Any]], extra: Sequence[str] = ()) -> list[Result]:
-        """Full-budget runs in one batch: (role, policy); policy None is the zero-search reference."""
-        jobs = [((self._policy_overrides(p) if p is not None else [f"augment={self.s.reference_augment}"]) + list(extra),
-                 {"role": role}) for role, p in runs]
-        done = self._launch("full", jobs)
-        return [Result(Candidate(p or (), -1), val, run_id) for (_, p), (val, run_id) in zip(runs, done)]
+    def _full_job(self, role: str, policy: Any, mode: str, extra: Sequence[str] = (),
+                  tags: dict[str, str] | None = None) -> tuple[list[str], dict[str, str], bool]:
+        """A full-budget job with refit and test: (defining overrides, tags, screening=False); policy None: the reference."""
+        defining = self._policy_overrides(policy, mode) if policy is not None else [f"augment={self.s.reference_augment}"]
+        return defining + list(extra), {"role": role, **(tags or {})}, False
 
-    def _launch(self, kind: str, jobs: Sequence[tuple[list[str], dict[str, str]]]) -> list[tuple[float | None, str | None]]:
-        """Run jobs not already finished in this sweep; returns (objective, MLflow run id) per job."""
+    def _launch_full(self, runs: list[tuple[str, Any, str]], extra: Sequence[str] = (),
+                     tags: dict[str, str] | None = None) -> list[Result]:
+        """Full-budget runs with refit and test, in one batch: (role, policy, mode); policy None is the reference."""
+        done = self._launch([self._full_job(role, p, mode, extra, tags) for role, p, mode in runs])
+        return [Result(Candidate(p or (), -1, mode=mode), val, run_id) for (_, p, mode), (val, run_id) in zip(runs, done)]
+
+    def _launch(self, jobs: Sequence[tuple[list[str], dict[str, str], bool]]) -> list[tuple[float | None, str | None]]:
+        """Run jobs (defining overrides, tags, screening) not already finished in this sweep, as one launcher batch;
+        returns (objective, MLflow run id) per job."""
         out: list[Any] = [None] * len(jobs)
         batch, where = [], []
-        for i, (defining, tags) in enumerate(jobs):
-            screening = kind == "candidate"
+        for i, (defining, tags, screening) in enumerate(jobs):
             tags = dict(tags)
             role = tags.pop("role", "candidate")
             # Screening never touches the test split, refits or logs a model; a full run is always tested,
