@@ -23,6 +23,7 @@ from mlflow.tracking import MlflowClient
 from mfexp import keys
 from mfexp.errors import MfexpError
 from mfexp.metrics import classification_metrics, frame_to_arrays
+from mfexp.report.search_data import nested_steps, policy_axes, policy_lines
 from mfexp.report.sweep_data import FULL_ROLES, Evaluated, RunInfo, Step, SweepData
 
 
@@ -166,6 +167,20 @@ def _no_progress_bars():
             os.environ[key] = old
 
 
+def _json_tag(tags: dict[str, str], key: str, default):
+    try:
+        return json.loads(tags[key]) if key in tags else default
+    except ValueError:
+        return default
+
+
+def _float(text: str | None) -> float | None:
+    try:
+        return float(text) if text is not None else None
+    except ValueError:
+        return None
+
+
 def _split(tag: str | None) -> list[str]:
     return [t.strip() for t in (tag or "").split(",") if t.strip()]
 
@@ -184,9 +199,6 @@ def collect(client: MlflowClient, sweep_run_id: str) -> SweepData:
     candidates = sorted((r for r in children if r.role == "candidate" and r.status == "FINISHED" and keys.BEST_VAL_LOSS in r.metrics),
                         key=lambda r: (r.stage if r.stage is not None else 10**9, r.start_time))
     density = sweep.params.get("search.backend") == "density"
-    if density:
-        notes.append(f"Density matching trains no screening run: it scored each technique with the baseline's own model "
-                     f"(the baseline run's {keys.DENSITY_ARTIFACT}); {sweep.tags.get(keys.TAG_SEARCH_NOTE, 'no note recorded')}.")
     if not candidates and not density:
         raise IncompleteSweepError(f"sweep {sweep_run_id} has no finished candidate run: nothing was searched "
                                    f"({len(children)} child run(s))")
@@ -200,6 +212,9 @@ def collect(client: MlflowClient, sweep_run_id: str) -> SweepData:
                                    f"{keys.TAG_ROLE}=baseline): the no-policy model to compare against is missing")
     with tempfile.TemporaryDirectory(prefix="mfexp-report-") as tmp, _no_progress_bars():
         full = {role: _evaluated(client, run, Path(tmp)) for role, run in picked.items() if run is not None}
+        (Path(tmp) / "density").mkdir()
+        scores = _download(client, picked["baseline"].run_id, keys.DENSITY_ARTIFACT, Path(tmp) / "density")
+        density_scores = json.loads(scores.read_text()) if scores is not None else None
     base = full["baseline"]
     for role, ev in full.items():
         if role == "baseline":
@@ -215,31 +230,35 @@ def collect(client: MlflowClient, sweep_run_id: str) -> SweepData:
             notes.append(f"The {role} run's logged metrics {', '.join(off[:4])} differ from a recomputation from its "
                          "test_predictions.csv; the report shows the logged metrics.")
 
-    role = best_role(full)
+    delivery = _json_tag(tags, keys.TAG_DELIVERY, None)
+    if delivery is not None and tags.get(keys.TAG_BEST_ROLE) in full:
+        role = tags[keys.TAG_BEST_ROLE]  # the sweep's delivery rule decided (docs/search.md, "Delivery")
+    else:  # a sweep made before the delivery rule: lowest validation loss
+        role = best_role(full)
     if tags.get(keys.TAG_BEST_RUN) and tags[keys.TAG_BEST_RUN] != full[role].run.run_id:
         notes.append(f"The sweep's tag {keys.TAG_BEST_RUN} ({tags[keys.TAG_BEST_RUN]}) differs from the best run by the "
                      f"report's rule ({full[role].run.run_id}); the report follows the rule.")
     if role == "baseline":
-        notes.append("No full-budget policy beat the baseline on validation loss: the best run is the baseline itself, "
-                     "so every 'optimal vs baseline' difference below is zero.")
+        notes.append("No policy was shown to beat the baseline, so the baseline is what this sweep delivers and every "
+                     "'optimal vs baseline' difference below is zero." + (f" Why: {tags[keys.TAG_RANKING_VERDICT]}."
+                                                                         if delivery and keys.TAG_RANKING_VERDICT in tags else ""))
     elif role == "reference":
-        notes.append("The best full-budget run is the zero-search TrivialAugment-style reference, not the searched policy.")
+        notes.append("The delivered run is the zero-search TrivialAugment-style reference, not a searched policy.")
 
-    axes = _split(sweep.params.get(keys.PARAM_SEARCH_AXES))
-    if not axes:
-        seen: dict[str, None] = {}
-        for r in candidates:
-            for k in r.params:
-                if k.startswith("policy."):
-                    seen.setdefault(k[len("policy."):])
-        axes = [a for a in seen if len({r.axis_value(a) for r in candidates}) > 1] or list(seen)
-        notes.append("The sweep has no search.axes param; the parallel-coordinates axes are the policy params that vary.")
-
+    order = _split(sweep.params.get("search.order"))
+    axes = policy_axes([r for r in children if r.status == "FINISHED"], order, _split(sweep.params.get(keys.PARAM_SEARCH_AXES)))
     kept, rejected = _split(tags.get(keys.TAG_KEPT)), _split(tags.get(keys.TAG_REJECTED))
     if keys.TAG_KEPT not in tags:
         notes.append(f"The sweep has no {keys.TAG_KEPT} tag (it may not have finished); no technique is counted as kept.")
-    start, steps = _waterfall(candidates, kept, notes)
+    proposals = _json_tag(tags, keys.TAG_PROPOSALS, [])
+    if proposals or (density and not candidates):  # full-budget candidates (or none at all): no screening
+        start, fidelity = base.run, "full budget"
+        steps = nested_steps(base.run, proposals, {r.run_id: r for r in children}, notes)
+    else:
+        (start, steps), fidelity = _waterfall(candidates, kept, notes), "screening"
     searched = full["final"].run if "final" in full else base.run
     return SweepData(tracking_uri=client.tracking_uri, experiment_id=exp_id, experiment_name=experiment.name,
                      sweep=sweep, axes=axes, candidates=candidates, full=full, best_role=role, searched=searched,
-                     kept=kept, rejected=rejected, screen_start=start, steps=steps, notes=notes)
+                     kept=kept, rejected=rejected, screen_start=start, steps=steps, notes=notes, step_fidelity=fidelity,
+                     policies=policy_lines(children, axes, full[role].run.run_id, delivery), density=density_scores,
+                     density_keep=_float(sweep.params.get("search.density_keep")), delivery=delivery, proposals=proposals)

@@ -28,6 +28,7 @@ DPI = 130
 FILES = {
     "class_distribution": "class_distribution.png",
     "parallel_coordinates": "parallel_coordinates.png",
+    "density_scores": "density_scores.png",
     "val_loss_waterfall": "val_loss_waterfall.png",
     "recall": "recall.png",
     "precision": "precision.png",
@@ -89,44 +90,93 @@ def class_distribution(data: SweepData, path: Path) -> Path:
 
 # ---------------------------------------------------------------------- parallel coordinates
 def parallel_coordinates(data: SweepData, path: Path) -> Path:
+    """Every distinct policy the sweep trained (`SweepData.policies`), one line each: the delivered one green."""
     _theme()
-    axes = data.axes
-    seen: dict[tuple, str] = {}
-    for r in data.candidates:
-        seen.setdefault(tuple(r.axis_value(a) for a in axes), r.policy)
-    optimal = tuple(data.searched.axis_value(a) for a in axes)
-    tops = [max([1.0, optimal[i], *(v[i] for v in seen)]) for i in range(len(axes))]
-    x = np.arange(len(axes))
-
+    axes, lines = data.axes, data.policies
     fig, ax = plt.subplots(figsize=(max(7.5, 0.85 * len(axes) + 2.5), 5.0))
+    if not axes:
+        ax.text(0.5, 0.5, f"{len(lines)} polic{'y' if len(lines) == 1 else 'ies'} trained, none with an augmentation "
+                "setting:\nthere is no axis to draw.", ha="center", va="center", transform=ax.transAxes)
+        ax.set_axis_off()
+        return _save(fig, path)
+    tops = [max([1.0, *(line.values[i] for line in lines)]) for i in range(len(axes))]
+    x = np.arange(len(axes))
     for xi, top in zip(x, tops):
         ax.axvline(xi, color="#444444", lw=0.8, zorder=1)
         ax.text(xi, -0.04, "0", ha="center", va="top", fontsize=7, color="#555555")
         ax.text(xi, 1.03, f"{top:g}", ha="center", va="bottom", fontsize=7, color="#555555")
-    others = [v for v in seen if v != optimal]
-    for v in others:
-        y = np.array(v) / np.array(tops) if axes else []
-        ax.plot(x, y, color=BAD, alpha=0.55, lw=1.3, marker="o", ms=3, zorder=2)
-    y = np.array(optimal) / np.array(tops) if axes else []
-    ax.plot(x, y, color=GOOD, lw=3.2, marker="o", ms=6, zorder=3)
-    for xi, yi, v in zip(x, y, optimal):
-        ax.annotate(f"{v:g}", (xi, yi), xytext=(6, 4), textcoords="offset points", fontsize=8, color=GOOD,
-                    fontweight="bold", zorder=4)
+    for line in sorted(lines, key=lambda line: line.delivered):  # the delivered one on top
+        y = np.array(line.values) / np.array(tops)
+        style = {"ls": "--"} if line.mode == "trivial" else {}
+        if line.delivered:
+            ax.plot(x, y, color=GOOD, lw=3.2, marker="o", ms=6, zorder=3, **style)
+            for xi, yi, v in zip(x, y, line.values):
+                if v:
+                    ax.annotate(f"{v:g}", (xi, yi), xytext=(6, 4), textcoords="offset points", fontsize=8, color=GOOD,
+                                fontweight="bold", zorder=4)
+        else:
+            ax.plot(x, y, color=BAD, alpha=0.55, lw=1.3, marker="o", ms=3, zorder=2, **style)
+    ends: dict[float, list] = {}  # lines ending at the same height share one label
+    for line, top in ((line, tops[-1]) for line in lines):
+        ends.setdefault(round(line.values[-1] / top, 3), []).append(line)
+    for y_end, group in ends.items():
+        ax.annotate(", ".join(line.label for line in group), (x[-1], y_end), xytext=(8, 0), textcoords="offset points",
+                    fontsize=7, va="center", color=GOOD if any(line.delivered for line in group) else "#7b2030")
     ax.set_xticks(x, [axis_label(a) for a in axes], rotation=40, ha="right")
     ax.set_yticks([])
     ax.set_ylim(-0.12, 1.12)
-    ax.set_xlim(-0.4, max(len(axes) - 0.6, 0.4))
+    ax.set_xlim(-0.4, len(axes) - 0.6 + 0.12 * len(axes) + 0.6)
     ax.grid(False)
     for side in ("left", "right", "top"):
         ax.spines[side].set_visible(False)
     from matplotlib.lines import Line2D
 
-    handles = [Line2D([], [], color=GOOD, lw=3.2, label=f"optimal (searched): {data.searched.policy or '?'}"),
-               Line2D([], [], color=BAD, lw=1.3, alpha=0.7, label=f"searched, not selected ({len(others)})")]
+    delivered = next((line for line in lines if line.delivered), None)
+    handles = [Line2D([], [], color=GOOD, lw=3.2, label=f"delivered: {delivered.name if delivered else '?'}"),
+               Line2D([], [], color=BAD, lw=1.3, alpha=0.7, label=f"trained, not delivered ({len(lines) - 1})")]
+    if any(line.mode == "trivial" for line in lines):
+        handles.append(Line2D([], [], color="#555555", lw=1.3, ls="--", label="trivial mode: m is the cap"))
     ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.32 if len(axes) > 6 else -0.25),
-              ncol=2, frameon=False)
-    ax.set_title(f"Policies searched ({len(data.candidates)} candidate runs, {len(seen)} distinct policies)\n"
-                 f"Policy: {data.searched.policy or '?'}    Policy engine: {data.engine_version}", fontsize=10.5)
+              ncol=len(handles), frameon=False)
+    full = sum(line.fidelity == "full budget" for line in lines)
+    ax.set_title(f"Policies trained ({len(lines)} distinct, {full} at full budget)\n"
+                 f"Policy: {data.best.run.policy or '?'}    Policy engine: {data.engine_version}", fontsize=10.5)
+    return _save(fig, path)
+
+
+# ------------------------------------------------------------------------------- density scores
+def density_scores(data: SweepData, path: Path) -> Path:
+    """Density matching's probe scores: technique x magnitude, the share of learned knowledge retained."""
+    _theme()
+    probes = (data.density or {}).get("probes") or []
+    df = pd.DataFrame(probes)
+    fig, ax = plt.subplots(figsize=(7.5, 0.42 * max(1, df["technique"].nunique() if len(df) else 1) + 2.2))
+    if df.empty:
+        ax.text(0.5, 0.5, "No density scores: the baseline run has no density.json.", ha="center", va="center",
+                transform=ax.transAxes)
+        ax.set_axis_off()
+        return _save(fig, path)
+    order = list(dict.fromkeys(df["technique"]))
+    grid = df.pivot_table(index="technique", columns="m", values="retained").reindex(order)
+    keep = data.density_keep if data.density_keep is not None else 0.8
+    sns.heatmap(grid, annot=grid.map(lambda v: "" if pd.isna(v) else f"{v:.0%}"), fmt="", cmap="RdYlGn", vmin=0,
+                vmax=1, center=keep, cbar_kws={"label": "share of learned knowledge retained"}, ax=ax,
+                linewidths=0.5, linecolor="white", annot_kws={"fontsize": 8})
+    kept = set(data.kept)
+    for i, t in enumerate(grid.index):
+        row = grid.loc[t]
+        admitted = [m for m, v in row.items() if pd.notna(v) and v >= keep]
+        if admitted:  # the magnitude density matching admits: the strongest retaining >= keep
+            j = list(grid.columns).index(max(admitted))
+            ax.add_patch(plt.Rectangle((j, i), 1, 1, fill=False, ec="#111111", lw=2.2 if t in kept else 1.2,
+                                       ls="-" if t in kept else ":"))
+    ax.set_xlabel("magnitude m")
+    ax.set_ylabel("")
+    ax.set_xticklabels([f"{float(c.get_text()):g}" for c in ax.get_xticklabels()])
+    clean, prior = (data.density or {}).get("clean_loss"), (data.density or {}).get("prior_loss")
+    ax.set_title(f"What the baseline's model still reads in augmented validation images (density matching)\n"
+                 f"boxed: the strongest magnitude retaining >= {keep:.0%} (solid: kept); clean val loss {clean:.3f}, "
+                 f"class prior {prior:.3f}", fontsize=9.5)
     return _save(fig, path)
 
 
@@ -136,13 +186,15 @@ def val_loss_waterfall(data: SweepData, path: Path) -> Path:
     fig, ax = plt.subplots(figsize=(max(6.5, 1.25 * (len(data.steps) + 2) + 2), 4.6))
     start = data.screen_start
     if start is None:
-        ax.text(0.5, 0.5, "No stage-0 screening baseline in this sweep:\nno per-technique record to show.",
+        ax.text(0.5, 0.5, "No per-technique record in this sweep (no screening baseline, no nested candidate).",
                 ha="center", va="center", transform=ax.transAxes)
         ax.set_axis_off()
         return _save(fig, path)
     first = start.metrics[keys.BEST_VAL_LOSS]
     last = data.steps[-1].after if data.steps else first
-    labels = ["screening\nbaseline"] + [s.technique for s in data.steps] + ["optimal\n(screening)"]
+    ends = (["baseline\n(no policy)", "all nested\ntechniques"] if data.step_fidelity == "full budget" else
+            ["screening\nbaseline", "optimal\n(screening)"])
+    labels = [ends[0]] + [f"+ {s.technique}" for s in data.steps] + [ends[1]]
     values = [first, *[s.after for s in data.steps], last]
     noise = data.sweep_metric(keys.SEARCH_NOISE)
     band = [first - noise, first + noise] if noise else []
@@ -170,8 +222,11 @@ def val_loss_waterfall(data: SweepData, path: Path) -> Path:
     ax.set_xticks(range(len(labels)), labels)
     ax.set_ylim(bottom, top)
     ax.set_ylabel("best validation loss" + (f"  (axis from {bottom:.3f})" if bottom > 0 else ""))
-    fidelity = start.fidelity or "screening"
-    sub = f"at screening fidelity {fidelity} (the search's data subset and epochs), not at full budget"
+    if data.step_fidelity == "full budget":
+        sub = "at full budget: each bar adds one technique of density matching's ranking (the nested candidates)"
+    else:
+        sub = (f"at screening fidelity {start.fidelity or 'screening'} (the search's data subset and epochs), "
+               "not at full budget")
     if not data.steps:
         sub += "; no technique was kept"
     ax.set_title(f"Validation-loss improvement per technique\n{sub}", fontsize=10.5)
@@ -276,6 +331,7 @@ def all_charts(data: SweepData, boot: Bootstrap, out: Path) -> dict[str, Path]:
         "class_distribution": class_distribution(data, out / FILES["class_distribution"]),
         "parallel_coordinates": parallel_coordinates(data, out / FILES["parallel_coordinates"]),
         "val_loss_waterfall": val_loss_waterfall(data, out / FILES["val_loss_waterfall"]),
+        **({"density_scores": density_scores(data, out / FILES["density_scores"])} if data.density else {}),
         "recall": per_class(data, boot, "recall", out / FILES["recall"]),
         "precision": per_class(data, boot, "precision", out / FILES["precision"]),
         "error_rate": error_rate(data, boot, out / FILES["error_rate"]),

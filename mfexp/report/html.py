@@ -12,7 +12,8 @@ from pathlib import Path
 
 from mfexp import keys
 from mfexp.report.registry import Registration
-from mfexp.report.sections import SECTIONS, Page
+from mfexp.report.page import Page
+from mfexp.report.sections import SECTIONS
 from mfexp.report.stats import Bootstrap
 from mfexp.report.sweep_data import SweepData
 
@@ -54,6 +55,15 @@ def _page(pg: Page) -> tuple[str, dict]:
         "ranking_verdict": data.sweep.tags.get(keys.TAG_RANKING_VERDICT),
         "ranking_agreement": data.sweep.tags.get(keys.TAG_RANKING_AGREEMENT),
         "values": w.values,
+        # the data behind the search's charts (docs/report.md, "report.json")
+        "parallel_coordinates": [{"name": p.name, "label": p.label, "role": p.role, "run_id": p.run_id,
+                                  "fidelity": p.fidelity, "mode": p.mode, "axes": dict(zip(data.axes, p.values)),
+                                  "val_loss": p.val_loss, "val_error": p.val_error, "delivered": p.delivered}
+                                 for p in data.policies],
+        "val_loss_by_technique": [{"technique": s.technique, "step": s.stage, "run_id": s.run_id, "fidelity": data.step_fidelity,
+                                   "val_loss_before": s.before, "val_loss_after": s.after, "change": s.after - s.before}
+                                  for s in data.steps],
+        "density_scores": data.density, "proposals": data.proposals, "delivery": data.delivery,
     }
     title = f"mfexp report · {data.experiment_name} · {best.run.policy}"
     page = (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'

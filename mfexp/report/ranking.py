@@ -8,13 +8,9 @@ from __future__ import annotations
 
 import json
 from html import escape
-from typing import TYPE_CHECKING
-
 from mfexp import keys
+from mfexp.report.page import Page
 from mfexp.report.sweep_data import ROLE_LABELS
-
-if TYPE_CHECKING:
-    from mfexp.report.sections import Page
 
 
 def _f4(x: float) -> str:
@@ -28,7 +24,9 @@ def ranking_check(pg: Page) -> None:
     add = pg.out.append
     add("<h3>Ranking check: does the screening ranking hold at full budget?</h3>")
     verdict = tags.get(keys.TAG_RANKING_VERDICT)
-    if verdict is None:
+    if data.delivery:
+        pass  # the delivery decision above already says which run is delivered and why
+    elif verdict is None:
         add(f'<p class="muted">This sweep has no {escape(keys.TAG_RANKING_VERDICT)} tag (made before the ranking check, '
             "or not finished).</p>")
     else:

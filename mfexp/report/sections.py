@@ -1,75 +1,21 @@
-"""The report's sections, one function each, and the table cells that record where every number comes from.
+"""The report's sections, one function each, in page order (`SECTIONS`); `mfexp.report.html` puts them into one page.
 
-Every number from MLflow goes through `Writer.metric`, which writes its provenance: ``data-run``
-(run id), ``data-metric`` (metric key) and ``data-value`` (the exact float); derived numbers
-(differences, ratios) carry ``data-derived``. `mfexp.report.html` puts the sections into one page.
+Each takes the `mfexp.report.page.Page` and appends HTML to it; the search's own sections (what was
+trained, why it was delivered) live in `mfexp.report.search_sections`, the ranking check in
+`mfexp.report.ranking`.
 """
 from __future__ import annotations
 
-import base64
 import json
-import math
-import re
-from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from html import escape
-from pathlib import Path
 
 from mfexp import keys
-from mfexp.report.charts import axis_label, optimal_label
+from mfexp.report.charts import axis_label
+from mfexp.report.page import Page, ci_pp, f4, img, kv, pct, pp, safe_uri
 from mfexp.report.ranking import ranking_check
-from mfexp.report.registry import Registration
-from mfexp.report.stats import Bootstrap, Interval
-from mfexp.report.sweep_data import ROLE_LABELS, SweepData
-
-
-def pct(x: float | None, digits: int = 1) -> str:
-    return "n/a" if x is None or not math.isfinite(x) else f"{100 * x:.{digits}f} %"
-
-
-def pp(x: float, digits: int = 1) -> str:
-    return f"{100 * x:+.{digits}f} pp"
-
-
-def ci_pp(i: Interval) -> str:
-    return f"[{100 * i.low:+.1f}, {100 * i.high:+.1f}] pp"
-
-
-def _safe_uri(uri: str) -> str:
-    return re.sub(r"//[^/@]*@", "//", uri)  # drop user:password@ from server URIs
-
-
-class Writer:
-    """Builds the HTML; every MLflow number goes through `metric` so its provenance is recorded."""
-
-    def __init__(self, data: SweepData):
-        self.data = data
-        self.values: list[dict] = []  # the numbers shown, for report.json
-
-    def metric(self, run_id: str, key: str, fmt=pct, cls: str = "num") -> str:
-        run = next((r for r in [self.data.sweep, *(e.run for e in self.data.full.values()), *self.data.candidates]
-                    if r.run_id == run_id), None)
-        value = None if run is None else run.metrics.get(key)
-        if value is None:
-            return f'<td class="{cls} muted">n/a</td>'
-        self.values.append({"run_id": run_id, "metric": key, "value": value})
-        return (f'<td class="{cls}" data-run="{escape(run_id)}" data-metric="{escape(key)}" data-value="{value!r}" '
-                f'title="MLflow metric {escape(key)} of run {escape(run_id)}: {value!r}">{escape(fmt(value))}</td>')
-
-    def derived(self, name: str, value: float, text: str, cls: str = "num", title: str = "") -> str:
-        self.values.append({"derived": name, "value": value})
-        hover = f' title="{escape(title)}"' if title else ""
-        return f'<td class="{cls}" data-derived="{escape(name)}" data-value="{value!r}"{hover}>{escape(text)}</td>'
-
-
-def _img(path: Path, alt: str, caption: str) -> str:
-    b64 = base64.b64encode(path.read_bytes()).decode("ascii")
-    return (f'<figure><img src="data:image/png;base64,{b64}" alt="{escape(alt)}">'
-            f"<figcaption>{caption}</figcaption></figure>")
-
-
-def _kv(rows: list[tuple[str, str]]) -> str:
-    return '<table class="kv">' + "".join(f"<tr><th>{escape(k)}</th><td>{v}</td></tr>" for k, v in rows) + "</table>"
+from mfexp.report.search_sections import delivery_section, density_section, policies_trained
+from mfexp.report.sweep_data import ROLE_LABELS
 
 
 def _policy_table(ev, axes: list[str]) -> str:
@@ -85,35 +31,6 @@ def _policy_table(ev, axes: list[str]) -> str:
     return "".join(rows) + "</table>"
 
 
-def _f(x: float, digits: int = 4) -> str:
-    return f"{x:.{digits}f}"
-
-
-@dataclass
-class Page:
-    """What every section reads: the data, the bootstrap, the charts, the registration, and the numbers shared by sections."""
-
-    data: SweepData
-    boot: Bootstrap
-    charts: dict[str, Path]
-    reg: Registration | None
-    out: list[str] = field(default_factory=list)
-
-    def __post_init__(self) -> None:
-        data, boot = self.data, self.boot
-        self.w = Writer(data)
-        self.base, self.best = data.baseline, data.best
-        self.b_id, self.o_id, self.s_id = self.base.run.run_id, self.best.run.run_id, data.sweep.run_id
-        self.e0, self.e1 = self.base.metric(keys.TEST_ERROR_RATE), self.best.metric(keys.TEST_ERROR_RATE)
-        self.rel = (self.e0 - self.e1) / self.e0 if self.e0 > 0 else float("nan")
-        self.rr = boot.relative_reduction
-        self.real = boot.error_reduction.low > 0
-        self.p = data.best.run.params
-        self.ds = self.base.dataset
-        self.opt = optimal_label(data)
-        self.engine = data.engine_version
-
-
 def _title(pg: Page) -> None:
     """The title line: sweep, policy, engine, where the numbers come from."""
     data, best, s_id, engine = pg.data, pg.best, pg.s_id, pg.engine
@@ -121,7 +38,7 @@ def _title(pg: Page) -> None:
     add(f"<h1>Benchmark report: {escape(data.experiment_name)}</h1>")
     add(f'<p class="sub">Policy search <code>{escape(s_id)}</code> · policy <b>{escape(best.run.policy)}</b> · '
         f"policy engine mfexp {escape(engine)} · generated {datetime.now(timezone.utc):%Y-%m-%d %H:%M UTC} from MLflow "
-        f"<code>{escape(_safe_uri(data.tracking_uri))}</code></p>")
+        f"<code>{escape(safe_uri(data.tracking_uri))}</code></p>")
 
 
 def _summary(pg: Page) -> None:
@@ -157,7 +74,7 @@ def _dataset_and_model(pg: Page) -> None:
     add = pg.out.append
     add("<h2>1. Dataset and model</h2>")
     counts = ds.get("counts", {})
-    add(_kv([
+    add(kv([
         ("data", escape(_data_desc(p))),
         ("classes", escape(", ".join(data.classes)) + (f" (good class: <b>{escape(str(ds['good_class']))}</b>)" if ds.get("good_class") else "")),
         ("images", escape(", ".join(f"{s} {sum(c.values())}" for s, c in counts.items()))),
@@ -170,7 +87,7 @@ def _dataset_and_model(pg: Page) -> None:
                             f"{p.get('trainer.optimizer', '?')} lr {p.get('trainer.lr', '?')}, {p.get('trainer.schedule', '?')} schedule, "
                             f"seed {p.get('trainer.seed', '?')}")),
     ]))
-    add(_img(charts["class_distribution"], "class distribution",
+    add(img(charts["class_distribution"], "class distribution",
              "Images per class and split (from the baseline run's <code>dataset.json</code>)."))
 
 
@@ -196,7 +113,7 @@ def _policy(pg: Page) -> None:
         pass
     kept = ", ".join(data.kept) or "none"
     rejected = ", ".join(f"{t} ({reasons[t]})" if isinstance(reasons, dict) and t in reasons else t for t in data.rejected) or "none"
-    add(_kv([("kept, in search order", escape(kept)), ("rejected", escape(rejected)),
+    add(kv([("kept, in search order", escape(kept)), ("rejected", escape(rejected)),
              ("search order (axes)", escape(", ".join(axis_label(a) for a in data.axes)))]))
     add("<h3>Search cost</h3>")
     wall = data.sweep_metric(keys.SEARCH_WALL_SECONDS)
@@ -204,19 +121,17 @@ def _policy(pg: Page) -> None:
     add(f"<tr><td>candidate runs (finished)</td>{w.derived('finished_candidates', len(data.candidates), str(len(data.candidates)))}</tr>")
     for key, label, fmt in [(keys.SEARCH_CANDIDATES, "candidate runs (all)", lambda v: f"{v:.0f}"),
                             (keys.SEARCH_CANDIDATE_EPOCHS, "screening compute, in full-data epochs", lambda v: f"{v:.2f}"),
-                            (keys.SEARCH_COST_MULTIPLE, "search compute / one full-budget training", lambda v: f"{v:.2f} ×"),
+                            (keys.SEARCH_COST_MULTIPLE, "search compute / one full training (fit + refit)", lambda v: f"{v:.2f} ×"),
                             (keys.SEARCH_WALL_SECONDS, "search wall-clock time", lambda v: f"{v / 60:.1f} min"),
                             (keys.SEARCH_NOISE, "validation-loss noise between seeds (screening)", lambda v: f"{v:.4f}")]:
-        if key in data.sweep.metrics:
+        if key in data.sweep.metrics and not (data.step_fidelity == "full budget" and key in (keys.SEARCH_NOISE,
+                                                                                             keys.SEARCH_CANDIDATE_EPOCHS)):
             add(f"<tr><td>{escape(label)}</td>{w.metric(s_id, key, fmt)}</tr>")
     add("</table>")
     if wall is None:
         add('<p class="muted">The sweep logged no search.* cost metrics (not finished?).</p>')
-    add(_img(charts["parallel_coordinates"], "parallel coordinates of the searched policies",
-             "Every searched policy, one line each (distinct policies of the finished candidate runs); green: the "
-             "optimal searched policy, red: tried and not selected. One axis per search axis in search order; the "
-             "suffix says what the axis is: magnitude (m), replacement rate (rr) — the share of examples the technique "
-             "is applied to — or ratio (r) — synthetic images as a share of the original training set."))
+    policies_trained(pg)
+    density_section(pg)
 
 
 def _full_budget_runs(pg: Page) -> None:
@@ -230,11 +145,16 @@ def _full_budget_runs(pg: Page) -> None:
         rid = ev.run.run_id
         star = ' <span class="pill">best</span>' if role == data.best_role else ""
         add(f"<tr><td>{escape(ROLE_LABELS[role])}{star}<br><code class=\"muted\">{escape(rid)}</code></td><td>{escape(ev.run.policy)}</td>"
-            f"{w.metric(rid, keys.BEST_VAL_LOSS, _f)}{w.metric(rid, keys.TEST_ERROR_RATE)}{w.metric(rid, keys.TEST_ACCURACY)}"
+            f"{w.metric(rid, keys.BEST_VAL_LOSS, f4)}{w.metric(rid, keys.TEST_ERROR_RATE)}{w.metric(rid, keys.TEST_ACCURACY)}"
             f"{w.metric(rid, keys.TEST_MACRO_F1, lambda v: f'{v:.3f}')}{w.metric(rid, keys.TRAIN_SECONDS, lambda v: f'{v:.0f} s')}</tr>")
     add("</table>")
-    add("<p class=\"muted\">Best run: lowest best validation loss at full budget, ties broken by test error rate.</p>")
-    ranking_check(pg)
+    if data.delivery:
+        delivery_section(pg)
+    else:
+        add("<p class=\"muted\">Best run: lowest best validation loss at full budget, ties broken by test error rate "
+            "(a sweep made before the delivery rule).</p>")
+    if keys.TAG_RANKING_AGREEMENT in data.sweep.tags or not data.delivery:  # a sweep that screened
+        ranking_check(pg)
 
 
 def _waterfall(pg: Page) -> None:
@@ -242,18 +162,24 @@ def _waterfall(pg: Page) -> None:
     w, data, charts = pg.w, pg.data, pg.charts
     add = pg.out.append
     add("<h2>4. Validation-loss improvement per technique</h2>")
+    full = data.step_fidelity == "full budget"
     if data.screen_start is not None:
         st = data.screen_start
         add('<table><tr><th>step</th><th>stage</th><th class="num">best val loss</th><th class="num">change</th></tr>')
-        add(f"<tr><td>screening baseline (no policy)</td><td>0</td>{w.metric(st.run_id, keys.BEST_VAL_LOSS, _f)}<td></td></tr>")
+        add(f"<tr><td>{'baseline' if full else 'screening baseline'} (no policy)</td><td>0</td>"
+            f"{w.metric(st.run_id, keys.BEST_VAL_LOSS, f4)}<td></td></tr>")
         for s in data.steps:
-            add(f"<tr><td>+ {escape(s.technique)}</td><td>{s.stage}</td>{w.metric(s.run_id, keys.BEST_VAL_LOSS, _f)}"
+            add(f"<tr><td>+ {escape(s.technique)}</td><td>{s.stage}</td>{w.metric(s.run_id, keys.BEST_VAL_LOSS, f4)}"
                 f"{w.derived(f'waterfall/{s.technique}', s.after - s.before, f'{s.after - s.before:+.4f}')}</tr>")
         add("</table>")
-    add(_img(charts["val_loss_waterfall"], "validation loss waterfall",
-             "From the no-policy screening run to the optimal policy: each bar is the drop in best validation loss "
-             "bought by one kept technique, measured between successive stage winners of the search at screening "
-             "fidelity (subset of the data and epochs), not at full budget. Rejected techniques add no bar."))
+    caption = ("From the baseline to the last nested candidate, all at full budget (every epoch, the whole training "
+               "split, before any refit): bar i is the change in validation loss from adding the i-th technique of density "
+               "matching's ranking to the i − 1 before it. A bar is what the technique did in training, whether or not "
+               "its policy was delivered." if full else
+               "From the no-policy screening run to the optimal policy: each bar is the drop in best validation loss "
+               "bought by one kept technique, measured between successive stage winners of the search at screening "
+               "fidelity (subset of the data and epochs), not at full budget. Rejected techniques add no bar.")
+    add(img(charts["val_loss_waterfall"], "validation loss per technique", caption))
 
 
 def _recall_precision(pg: Page) -> None:
@@ -276,7 +202,7 @@ def _recall_precision(pg: Page) -> None:
                 f"{w.metric(b_id, key)}{w.metric(o_id, key)}{w.derived(f'delta/{key}', d, pp(d), 'num ' + cls)}"
                 f'<td class="num">{escape(ci_pp(ci[c]))}</td></tr>')
         add("</table>")
-        add(_img(charts[chart], f"{metric} per class",
+        add(img(charts[chart], f"{metric} per class",
                  ("Recall = TP / (TP + FN): the share of a class's images found." if metric == "recall" else
                   "Precision = TP / (TP + FP): the share of a class's predictions that are right.")
                  + " Top: baseline vs optimal; bottom: difference with its bootstrap interval."))
@@ -294,9 +220,9 @@ def _error_rate(pg: Page) -> None:
     add(f"<tr><td>relative reduction</td>{w.derived('relative_error_reduction', rel, pct(rel))}"
         f"<td class=\"num\">{(pct(rr.low) + ' … ' + pct(rr.high)) if rr else 'n/a'}</td></tr>")
     add("</table>")
-    add(_img(charts["error_rate"], "error rate", "Error = 1 − accuracy. The relative reduction is the figure that "
+    add(img(charts["error_rate"], "error rate", "Error = 1 − accuracy. The relative reduction is the figure that "
              "matters: going from 90 % to 95 % accuracy halves the error."))
-    add(_img(charts["confusion_matrices"], "confusion matrices", "Confusion matrices on the test split: baseline (left), "
+    add(img(charts["confusion_matrices"], "confusion matrices", "Confusion matrices on the test split: baseline (left), "
              "optimal (right). Rows: true class; columns: predicted class."))
 
 
@@ -311,7 +237,7 @@ def _registry(pg: Page) -> None:
         add(f"<p class=\"bad\">Not registered: {escape(reg.reason)}</p>")
     else:
         inc = reg.incumbent
-        add(_kv([
+        add(kv([
             ("registered model", f"<code>{escape(reg.name)}</code> version {escape(str(reg.version))}"),
             ("alias", f'<span class="pill {escape(reg.alias or "")}">@{escape(reg.alias or "")}</span>'),
             ("why", escape(reg.reason)),

@@ -120,6 +120,22 @@ class Step:
         return self.before - self.after
 
 
+@dataclass(frozen=True)
+class PolicyLine:
+    """One distinct policy of the sweep, as the parallel-coordinates chart draws it and report.json lists it."""
+
+    name: str  # the three-word policy name (tag mfexp.policy)
+    label: str  # what it was in the sweep: baseline, reference, final, a proposal (nested-1, diverse), a stage's technique
+    role: str  # the run's mfexp.role
+    run_id: str
+    fidelity: str  # "full budget" or the screening fidelity (e<epochs>-s<subset>)
+    mode: str  # all | trivial (trivial: m is the cap of a random magnitude, rr switches a technique in)
+    values: tuple[float, ...]  # one per SweepData.axes
+    val_loss: float | None
+    val_error: float | None  # share of the validation images misclassified (before any refit)
+    delivered: bool
+
+
 @dataclass
 class SweepData:
     tracking_uri: str
@@ -133,9 +149,15 @@ class SweepData:
     searched: RunInfo  # the sweep's winning searched policy: final run, else the baseline (nothing kept)
     kept: list[str]
     rejected: list[str]
-    screen_start: RunInfo | None  # stage-0 screening baseline (waterfall start)
+    screen_start: RunInfo | None  # where the per-technique chart starts: the stage-0 screening run, or the baseline
     steps: list[Step]
     notes: list[str] = field(default_factory=list)
+    step_fidelity: str = "screening"  # of the per-technique steps: "screening" (staged) or "full budget" (density)
+    policies: list[PolicyLine] = field(default_factory=list)  # every distinct policy trained, for parallel coordinates
+    density: dict | None = None  # the baseline's density.json (density matching's probe scores)
+    density_keep: float | None = None  # the share of learned knowledge a magnitude had to retain
+    delivery: dict | None = None  # the sweep's delivery decision (tag mfexp.delivery), None for older sweeps
+    proposals: list[dict] = field(default_factory=list)  # density: every proposal, trained or not (tag mfexp.proposals)
 
     @property
     def baseline(self) -> Evaluated:
