@@ -13,12 +13,12 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import TINY_DEMO, TINY_TRAIN, mfexp_cli
+from conftest import NEU_ROOT, TINY_DEMO, TINY_TRAIN, mfexp_cli
 from hydra_plugins.mfexp_sweeper.density_search import DensitySearch
 from hydra_plugins.mfexp_sweeper.search import Candidate, Result
 
 from mfexp.data import ImageSet
-from mfexp.density import Probe, Scores, choose, prior_loss, score
+from mfexp.density import Probe, Scores, choose, prior_loss, propose, score
 
 ENV = {"PYTHONUNBUFFERED": "1", "NO_ALBUMENTATIONS_UPDATE": "1", "HF_HUB_OFFLINE": "1"}
 TARGETS = {"flip": "mfexp_plugins.augment.Flip", "d4": "mfexp_plugins.augment.D4",
@@ -116,14 +116,56 @@ def test_prior_loss_is_the_entropy_of_the_training_frequencies_on_validation_lab
     assert prior_loss(np.array([0, 0, 0, 1]), np.array([0, 1]), 2) == pytest.approx(-(np.log(0.75) + np.log(0.25)) / 2)
 
 
-def test_density_backend_maps_the_choice_to_policy_overrides_with_the_notes():
-    s = Scores(0.2, 0.05, 1.0, (_probe("flip", 1.0, 0.97), _probe("rotate", 0.5, 0.4)))
-    base = Result(Candidate((), 0), 0.2, "base")
-    out = DensitySearch(["flip", "rotate", "cutout"], keep=0.8, top=3, rr=0.5, log=lambda m: None).run(s.to_dict(), base)
-    assert out.policy == (("flip", "m", 1.0), ("flip", "rr", 0.5))
-    assert out.kept == ["flip"] and set(out.rejected) == {"rotate", "cutout"}
-    assert out.rejected["cutout"] == "not scored"
-    assert out.note.startswith("density matching kept flip m=1 (97%)")
+SCORES = Scores(0.2, 0.05, 1.0, (
+    _probe("a", 0.25, 0.99), _probe("a", 0.5, 0.95), _probe("a", 1.0, 0.5),
+    _probe("b", 0.5, 0.9), _probe("b", 1.0, 0.85),
+    _probe("c", 0.5, 0.97), _probe("c", 1.0, 0.6),
+    _probe("d", 0.25, 0.3)))
+
+
+def test_proposals_are_the_nested_sequence_then_trivial_augment_over_what_density_admits():
+    choice, props = propose(SCORES, keep=0.8, top=2, rr=0.5, kinds=("nested", "diverse", "rr", "stronger"))
+    assert choice.policy == (("c", 0.5), ("a", 0.5))
+    by = {p.name: p for p in props}
+    assert [p.name for p in props] == ["nested-1", "nested-2", "diverse", "rr-1", "stronger"]  # priority order
+    assert by["nested-1"].techniques == (("c", 0.5, 0.5),) and by["nested-1"].adds == "c"
+    assert by["nested-2"].techniques == (("c", 0.5, 0.5), ("a", 0.5, 0.5)) and by["nested-2"].adds == "a"
+    # every admitted technique (b too, beyond the top 2) at its admitted magnitude, one per image: trivial mode
+    assert by["diverse"].mode == "trivial"
+    assert by["diverse"].techniques == (("c", 0.5, 1.0), ("a", 0.5, 1.0), ("b", 1.0, 1.0))
+    assert by["rr-1"].techniques == (("c", 0.5, 1.0), ("a", 0.5, 1.0))
+    assert by["stronger"].techniques == (("c", 1.0, 0.5), ("a", 1.0, 0.5))  # the next probed magnitude up
+    assert [p.name for p in propose(SCORES, top=1, kinds=("nested",))[1]] == ["nested-1"]
+    with pytest.raises(ValueError, match="unknown proposal kind"):
+        propose(SCORES, kinds=("nested", "grid"))
+
+
+def test_a_model_that_learned_nothing_proposes_nothing():
+    choice, props = propose(Scores(1.2, 0.6, 1.05, (_probe("a", 0.5, 0.9),)))
+    assert props == [] and "not below the class-prior loss" in choice.reason
+
+
+def test_density_backend_trains_the_proposals_it_can_afford_at_full_budget():
+    seen: list = []
+
+    def evaluate(cands):
+        seen.extend(cands)
+        return [Result(c, 0.19 - 0.01 * i, f"run-{c.name}") for i, c in enumerate(cands)]
+
+    base = Result(Candidate((), -1), 0.2, "base")
+    search = DensitySearch(["a", "b", "c", "d", "e"], keep=0.8, top=2, rr=0.5, kinds=("nested", "diverse"),
+                           log=lambda m: None)
+    out = search.run(SCORES.to_dict(), base, evaluate, max_candidates=2)
+    assert [c.name for c in seen] == ["nested-1", "nested-2"]  # the budget cuts the lowest priority
+    assert all(c.rung == -1 for c in seen)  # full budget
+    assert seen[1].policy == (("c", "m", 0.5), ("c", "rr", 0.5), ("a", "m", 0.5), ("a", "rr", 0.5))
+    assert out.policy == () and out.kept == ["c", "a"]  # the delivery rule, not the backend, picks what is delivered
+    assert out.rejected["d"].startswith("breaks the data") and out.rejected["e"] == "not scored"
+    assert [p["status"] for p in out.proposals] == ["trained", "trained", "not trained: over search.max_cost"]
+    assert [p["run_id"] for p in out.proposals] == ["run-nested-1", "run-nested-2", None]
+    steps = [(s.technique, s.incumbent_loss, s.best.val_loss) for s in out.stages]  # the per-technique chart's bars
+    assert steps == [("c", 0.2, 0.19), ("a", 0.19, pytest.approx(0.18))]
+    assert "trained at full budget: nested-1, nested-2" in out.note
     assert DensitySearch.probes(["flip", "rotate"], [0.5, 1.0], {"flip": False}) == {"flip": [1.0], "rotate": [0.5, 1.0]}
 
 
@@ -140,6 +182,8 @@ def test_the_sweepers_probe_overrides_compose_into_the_baseline_jobs_config(comp
     assert cfg.probe.repeats == 3
     assert sweeper._policy_overrides((("flip", "m", 1.0), ("flip", "rr", 0.5))) == [
         "augment=policy", "augment.techniques.flip.m=1.0", "augment.techniques.flip.rr=0.5"]
+    assert sweeper._policy_overrides((("blur", "m", 0.5), ("blur", "rr", 1.0)), mode="trivial") == [
+        "augment=policy", "augment.mode=trivial", "augment.techniques.blur.m=0.5", "augment.techniques.blur.rr=1.0"]
 
 
 @pytest.mark.slow
@@ -167,3 +211,72 @@ def test_a_density_sweep_scores_on_the_baseline_and_trains_no_screening_candidat
     assert sweep.data.tags["mfexp.kept"] == "" and sweep.data.tags["mfexp.best_role"] == "baseline"
     assert sweep.data.metrics["search.cost_multiple"] == 0.0
     assert (tmp_path / "m" / "report" / "report.html").is_file(), "the report handles a sweep without screening runs"
+
+
+LEARNING_DEMO = ["data.demo_per_class.good=40", *(f"data.demo_per_class.{c}=16" for c in ("scratch", "pit", "crack", "stain")),
+                 "trainer.epochs=4"]  # 144 images, 4 epochs: enough for the tiny model to learn something to keep
+NEU_TINY = ["data=neu", f"data.root={NEU_ROOT}", "trainer.epochs=1", "trainer.batch_size=64"]
+
+
+def _default_sweep(tmp_path, mlflow_store, data: list[str]):
+    """The default search (density proposes, full training disposes) at tiny size; returns runs by role, sweep, report."""
+    tiny = [o for o in TINY_TRAIN if not o.startswith(("trainer.epochs", "trainer.batch_size"))]
+    proc = mfexp_cli(["-m", "trainer.log_model=false", f"hydra.sweep.dir={tmp_path / 'm'}", *tiny,
+                      "trainer.batch_size=16", *data, *mlflow_store.overrides], tmp_path, ENV, timeout=900)
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 0, output[-5000:]
+    roles: dict[str, list] = {}
+    for r in mlflow_store.runs():
+        roles.setdefault(r.data.tags.get("mfexp.role"), []).append(r)
+    report = json.loads((tmp_path / "m" / "report" / "report.json").read_text())
+    return roles, roles["sweep"][0], report, output
+
+
+def _check_default_sweep(roles, sweep, report, output):
+    tags, metrics = sweep.data.tags, sweep.data.metrics
+    cands = roles.get("candidate", [])
+    proposals = json.loads(tags["mfexp.proposals"])
+    assert cands and len(cands) == sum(p["status"] == "trained" for p in proposals)
+    for c in cands:  # full budget, no refit, never tested
+        assert c.data.tags["mfexp.fidelity"] == "full" and c.data.params["trainer.refit"] == "False"
+        assert c.data.params["data.subset"] == "1.0" and "test_error_rate" not in c.data.metrics
+    assert metrics["search.cost_multiple"] <= 1.5  # the default budget: search.max_cost
+    # Delivery: the sweep's rule names one run, and that is the report's optimal run.
+    delivered = tags["mfexp.delivered"]
+    best = tags["mfexp.best_run_id"]
+    if delivered in ("baseline", "reference"):
+        assert "final" not in roles and best == roles[delivered][0].info.run_id
+    else:
+        final, = roles["final"]
+        source = next(c for c in cands if c.data.tags["mfexp.proposal"] == delivered)
+        assert best == final.info.run_id and final.data.tags["mfexp.from_candidate"] == source.info.run_id
+        assert final.data.tags["mfexp.policy"] == source.data.tags["mfexp.policy"]
+    assert f"  why: {tags['mfexp.ranking_verdict']}" in output
+    # The report's data: every policy trained at full budget, one delivered; one bar per kept technique.
+    lines = report["parallel_coordinates"]
+    assert len(lines) >= 3 and {x["fidelity"] for x in lines} == {"full budget"}
+    assert [x["run_id"] for x in lines if x["delivered"]] == [best]
+    assert {x["label"] for x in lines} >= {"baseline", "reference", *(c.data.tags["mfexp.proposal"] for c in cands)} - {
+        delivered}
+    kept = [t for t in tags["mfexp.kept"].split(",") if t]
+    bars = report["val_loss_by_technique"]
+    assert [b["technique"] for b in bars] == kept
+    losses = {r.info.run_id: r.data.metrics["best_val_loss"] for rs in roles.values() for r in rs if "best_val_loss" in r.data.metrics}
+    assert bars[0]["val_loss_before"] == losses[roles["baseline"][0].info.run_id]
+    for before, bar in zip(bars, bars[1:]):
+        assert bar["val_loss_before"] == before["val_loss_after"]
+    assert all(b["val_loss_after"] == losses[b["run_id"]] and b["fidelity"] == "full budget" for b in bars)
+    assert report["density_scores"]["probes"] and report["delivery"]["rule"] == "paired"
+
+
+@pytest.mark.slow
+def test_the_default_sweep_trains_density_proposals_at_full_budget_and_reports_them(tmp_path, mlflow_store):
+    _check_default_sweep(*_default_sweep(tmp_path, mlflow_store, LEARNING_DEMO))
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not NEU_ROOT.is_dir(), reason=f"NEU surface-defect data not found at {NEU_ROOT}")
+def test_the_default_sweep_on_neu_reports_every_policy_and_what_each_technique_did(tmp_path, mlflow_store):
+    roles, sweep, report, output = _default_sweep(tmp_path, mlflow_store, NEU_TINY)
+    _check_default_sweep(roles, sweep, report, output)
+    assert len(report["val_loss_by_technique"]) >= 1  # NEU's one-epoch model learns enough to keep a technique

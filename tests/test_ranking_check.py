@@ -1,4 +1,4 @@
-"""The ranking check that acts (issue 11, item 3): verdict, Spearman's rho of screening vs full budget, the report.
+"""The ranking check (issue 11) and the delivery decision (issue 16) of a screening sweep: Spearman's rho, the report.
 
 No training. The pure functions of the search are called directly; the end of a sweep is played with
 the sweeper's own `SweepRun` on runs made directly in a fresh MLflow store (as tests/test_report_plugin.py
@@ -20,44 +20,11 @@ from hydra_plugins.mfexp_sweeper.search import (
     Result,
     rank_agreement,
     rank_pairs,
-    ranking_verdict,
 )
 from omegaconf import OmegaConf
 from scipy.stats import spearmanr
 
 from mfexp import keys
-
-
-# ------------------------------------------------------------------------------ the verdict line
-def test_verdict_when_the_searched_policy_lost_to_the_baseline():
-    line = ranking_verdict({"baseline": 0.380, "final": 0.412, "reference": 0.450}, "baseline")
-    assert line == "the searched policy lost at full budget: val loss 0.4120 vs baseline 0.3800; the baseline is kept"
-
-
-def test_verdict_when_the_searched_policy_lost_to_the_trivial_reference():
-    line = ranking_verdict({"baseline": 0.380, "final": 0.375, "reference": 0.350}, "reference")
-    assert line == ("the searched policy lost at full budget: val loss 0.3750 vs trivial reference 0.3500 "
-                    "(baseline 0.3800); the trivial reference is kept")
-
-
-def test_verdict_when_the_searched_policy_won():
-    line = ranking_verdict({"baseline": 0.380, "final": 0.350, "reference": 0.400}, "final")
-    assert line == ("the searched policy held at full budget: val loss 0.3500 vs baseline 0.3800 and trivial "
-                    "reference 0.4000; the searched policy is kept")
-
-
-def test_verdict_when_nothing_was_kept():
-    assert ranking_verdict({"baseline": 0.38, "reference": 0.40}, "baseline") == (
-        "the search kept no technique and the baseline held at full budget: val loss 0.3800 vs trivial reference "
-        "0.4000; the baseline is kept")
-    assert ranking_verdict({"baseline": 0.38, "reference": 0.35}, "reference") == (
-        "the search kept no technique and the trivial reference beat the baseline at full budget: val loss 0.3500 "
-        "vs 0.3800; the trivial reference is kept")
-
-
-def test_a_tie_on_val_loss_says_what_decided():
-    line = ranking_verdict({"baseline": 0.38, "final": 0.38}, "baseline")
-    assert "tie on val loss" in line and line.endswith("the baseline is kept")
 
 
 # ------------------------------------------------------------------------------ Spearman's rho
@@ -107,11 +74,40 @@ CLASSES = ["good", "scratch", "pit"]
 Y_TRUE = np.array([0, 0, 0, 0, 1, 1, 2, 2, 0, 1, 2, 0])
 
 
-def _full_run(c, run, role: str, policy: str, val_loss: float, flips: int) -> str:
-    """A finished full-budget child with test metrics and the artifacts the report reads."""
+N_VAL = 20
+VAL_TRUE = np.arange(N_VAL) % len(CLASSES)
+
+
+def _val_frame(nll: np.ndarray, wrong: np.ndarray):
+    """Validation predictions whose true-class loss is ``nll`` per image and whose argmax is wrong where ``wrong``."""
+    import pandas as pd
+
+    prob = np.zeros((N_VAL, len(CLASSES)))
+    p_true = np.exp(-nll)
+    other = (VAL_TRUE + 1) % len(CLASSES)
+    prob[np.arange(N_VAL), VAL_TRUE] = p_true
+    prob[np.arange(N_VAL), other] = 1 - p_true
+    assert np.array_equal(prob.argmax(1) != VAL_TRUE, wrong), "nll and wrong must agree"
+    frame = pd.DataFrame(prob, columns=[f"prob/{k}" for k in CLASSES])
+    frame.insert(0, "y_pred", prob.argmax(1))
+    frame.insert(0, "y_true", VAL_TRUE)
+    return frame
+
+
+def val_outcome(loss: float, errors: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per-image losses with mean ``loss`` and ``errors`` wrong images (true-class probability 0.2 there)."""
+    wrong = np.arange(N_VAL) < errors
+    rest = (N_VAL * loss + errors * np.log(0.2)) / (N_VAL - errors)
+    return np.where(wrong, -np.log(0.2), rest), wrong
+
+
+def _full_run(c, run, role: str, policy: str, val: tuple[np.ndarray, np.ndarray], flips: int) -> str:
+    """A finished full-budget child with test metrics and the artifacts the report and the delivery rule read."""
     import pandas as pd
 
     from mfexp.metrics import classification_metrics
+
+    val_loss = float(val[0].mean())
 
     rid = c.create_run(run.experiment_id, tags={keys.TAG_ROLE: role, keys.TAG_PARENT: run.run_id, keys.TAG_POLICY: policy,
                                                 keys.TAG_FINGERPRINT: run.fingerprint}).info.run_id
@@ -123,6 +119,7 @@ def _full_run(c, run, role: str, policy: str, val_loss: float, flips: int) -> st
     frame.insert(0, "y_pred", y_pred)
     frame.insert(0, "y_true", Y_TRUE)
     c.log_text(rid, frame.to_csv(index=False), "test_predictions.csv")
+    c.log_text(rid, _val_frame(*val).to_csv(index=False), keys.VAL_PREDICTIONS)
     c.log_dict(rid, {"classes": CLASSES, "good_class": "good"}, "dataset.json")
     c.log_dict(rid, {"mode": "all", "canonical": {}, "name": policy}, "policy.json")
     for k, v in {**classification_metrics(Y_TRUE, prob, CLASSES, prefix="test_"), keys.BEST_VAL_LOSS: val_loss,
@@ -145,11 +142,12 @@ def _screen_run(c, run, policy: str, rung: int, stage: int, val_loss: float, win
     return rid
 
 
-def _play_sweep(compose_cfg, store, sweep_dir: Path, full_loss: dict[str, float], screen_loss: dict[str, float]):
+def _play_sweep(compose_cfg, store, sweep_dir: Path, full_val: dict[str, tuple], screen_loss: dict[str, float]):
     """A sweep of the no-policy runs (two seeds), one kept flip stage and the trivial reference, all made up.
 
-    ``full_loss``: role -> full-budget val loss; ``screen_loss``: policy -> top-rung screening val loss
-    (the reference's policy is screened only when it is in ``screen_loss``)."""
+    ``full_val``: role -> its validation outcome (per-image losses, wrong or not; `val_outcome`);
+    ``screen_loss``: policy -> top-rung screening val loss (the reference's policy is screened only when
+    it is in ``screen_loss``). The sweep's own delivery rule (search.delivery_rule) decides."""
     from hydra_plugins.mfexp_sweeper.sweep_run import SweepRun
 
     cfg = compose_cfg(*TINY_DEMO, "data.image_size=16", *store.overrides)
@@ -165,24 +163,38 @@ def _play_sweep(compose_cfg, store, sweep_dir: Path, full_loss: dict[str, float]
         s1 = _screen_run(c, run, policy["final"], 1, 1, screen_loss[policy["final"]], winner=True)
         if policy["reference"] in screen_loss:
             _screen_run(c, run, policy["reference"], 1, 2, screen_loss[policy["reference"]])
-        ids = {role: _full_run(c, run, role, policy[role], loss, flips)
-               for (role, loss), flips in zip(full_loss.items(), (3, 2, 4))}
+        ids = {role: _full_run(c, run, role, policy[role], val, flips)
+               for (role, val), flips in zip(full_val.items(), (3, 2, 4))}
         incumbent = Result(Candidate((("flip", "rr", 0.5),), 1, 0, 1, "flip"), screen_loss[policy["final"]], s1)
         base = Result(Candidate((), 1), screen_loss[policy["baseline"]], s0)
         outcome = Outcome((("flip", "rr", 0.5),), ["flip"], {}, [], 0.01, 0.01, base, incumbent)
-        full = {role: Result(Candidate((), -1), loss, ids[role]) for role, loss in full_loss.items()}
-        run.finish(outcome, full["baseline"], full.get("final"), full.get("reference"), run.cost(1, 1.0), None, None)
+        full = {role: Result(Candidate((), -1), float(val[0].mean()), ids[role]) for role, val in full_val.items()}
+        decision = run.decide(full["baseline"], {r: full[r] for r in ("final", "reference") if r in full},
+                              settings["delivery_rule"], settings["delivery_level"], settings["delivery_correct"])
+        run.finish(outcome, full["baseline"], full.get("final"), full.get("reference"), decision, run.cost(1, 1.0),
+                   None, None)
     return run.run_id, ids, store.client().get_run(run.run_id), policy
 
 
+LOST = {"baseline": val_outcome(0.380, 2), "final": val_outcome(0.412, 2), "reference": val_outcome(0.450, 3)}
+# final: the baseline's two errors fixed, every image's loss lower by 0.03 or more: better beyond noise
+WON = {"baseline": val_outcome(0.380, 2), "final": (val_outcome(0.380, 2)[0] - np.where(np.arange(N_VAL) < 2, 1.2, 0.03),
+                                                    np.zeros(N_VAL, bool)), "reference": val_outcome(0.400, 2)}
+
+
 def test_a_sweep_whose_policy_lost_says_why_in_mlflow_and_on_the_console(compose_cfg, mlflow_store, tmp_path, capsys):
-    sid, ids, sweep, _ = _play_sweep(compose_cfg, mlflow_store, tmp_path / "multirun",
-                                     {"baseline": 0.380, "final": 0.412, "reference": 0.450},
+    sid, ids, sweep, _ = _play_sweep(compose_cfg, mlflow_store, tmp_path / "multirun", LOST,
                                      {"plain-plain-baseline": 0.60, "flashy-flip-falcon": 0.50})
     tags, metrics = sweep.data.tags, sweep.data.metrics
     assert tags[keys.TAG_BEST_ROLE] == "baseline" and tags[keys.TAG_RANKING_HELD] == "false"
-    assert tags[keys.TAG_RANKING_VERDICT] == ("the searched policy lost at full budget: val loss 0.4120 vs baseline "
-                                              "0.3800; the baseline is kept")
+    assert tags[keys.TAG_DELIVERED] == "baseline" and tags[keys.TAG_DELIVERY_RULE] == "paired"
+    assert tags[keys.TAG_RANKING_VERDICT].startswith(
+        "the baseline is delivered: no policy beat it on the 20 validation images by rule 'paired' (closest: final, "
+        "2 vs 2 validation errors")
+    delivery = json.loads(tags[keys.TAG_DELIVERY])
+    assert delivery["baseline"]["run_id"] == ids["baseline"] and delivery["baseline"]["val_errors"] == 2
+    assert {c["name"]: (c["run_id"], c["passed"]) for c in delivery["challengers"]} == {
+        "final": (ids["final"], False), "reference": (ids["reference"], False)}
     # Two policies were trained at both fidelities (no policy, flip): rho is undefined, not a made-up number.
     assert metrics[keys.CHECK_RANK_PAIRS] == 2
     assert keys.CHECK_SPEARMAN_RHO not in metrics
@@ -193,25 +205,26 @@ def test_a_sweep_whose_policy_lost_says_why_in_mlflow_and_on_the_console(compose
         ("baseline", ids["baseline"], 2), ("final", ids["final"], 1)]
     assert pairs[0]["screen_loss"] == pytest.approx(0.61)
     out = capsys.readouterr().out
-    assert f"  ranking check: {tags[keys.TAG_RANKING_VERDICT]}\n" in out
+    assert f"  why: {tags[keys.TAG_RANKING_VERDICT]}\n" in out
     assert f"  screening vs full budget: {tags[keys.TAG_RANKING_AGREEMENT]}\n" in out
 
 
 def test_a_sweep_whose_policy_won_logs_spearmans_rho_over_three_policies(compose_cfg, mlflow_store, tmp_path, capsys):
-    full = {"baseline": 0.380, "final": 0.350, "reference": 0.400}
     screen = {"plain-plain-baseline": 0.60, "flashy-flip-falcon": 0.50, "trivial-trivial-tiger": 0.55}
-    sid, ids, sweep, policy = _play_sweep(compose_cfg, mlflow_store, tmp_path / "multirun", full, screen)
+    sid, ids, sweep, policy = _play_sweep(compose_cfg, mlflow_store, tmp_path / "multirun", WON, screen)
     tags, metrics = sweep.data.tags, sweep.data.metrics
-    assert tags[keys.TAG_BEST_ROLE] == "final"
-    assert tags[keys.TAG_RANKING_VERDICT] == ("the searched policy held at full budget: val loss 0.3500 vs baseline "
-                                              "0.3800 and trivial reference 0.4000; the searched policy is kept")
+    assert tags[keys.TAG_BEST_ROLE] == "final" and tags[keys.TAG_DELIVERED] == "final"
+    assert tags[keys.TAG_BEST_RUN] == ids["final"]
+    assert tags[keys.TAG_RANKING_VERDICT].startswith(
+        "final is delivered: it beat the baseline on the 20 validation images by rule 'paired' (0 vs 2 validation errors")
+    full = {role: float(val[0].mean()) for role, val in WON.items()}
     means = [0.61, 0.50, 0.55]  # the no-policy screening value is the mean of its two seeds
     expected = spearmanr(means, [full[r] for r in ("baseline", "final", "reference")]).statistic
     assert metrics[keys.CHECK_RANK_PAIRS] == 3
     assert metrics[keys.CHECK_SPEARMAN_RHO] == pytest.approx(expected) == pytest.approx(0.5)
     assert tags[keys.TAG_RANKING_AGREEMENT].startswith("Spearman's rho +0.50 between screening and full-budget val loss "
                                                        "over 3 policies")
-    assert f"  ranking check: {tags[keys.TAG_RANKING_VERDICT]}\n" in capsys.readouterr().out
+    assert f"  why: {tags[keys.TAG_RANKING_VERDICT]}\n" in capsys.readouterr().out
 
 
 # ------------------------------------------------------------------------------ the report
@@ -242,9 +255,9 @@ class _Cells(HTMLParser):
 def test_the_report_shows_rho_and_the_verdict_with_their_provenance(compose_cfg, mlflow_store, tmp_path):
     from mfexp.report import build_report
 
-    full = {"baseline": 0.380, "final": 0.350, "reference": 0.400}
     screen = {"plain-plain-baseline": 0.60, "flashy-flip-falcon": 0.50, "trivial-trivial-tiger": 0.55}
-    sid, ids, sweep, _ = _play_sweep(compose_cfg, mlflow_store, tmp_path / "multirun", full, screen)
+    sid, ids, sweep, _ = _play_sweep(compose_cfg, mlflow_store, tmp_path / "multirun", WON, screen)
+    full = {role: float(val[0].mean()) for role, val in WON.items()}
     report = build_report(sid, tmp_path / "report", register_model=False, bootstrap_samples=50, log_artifacts=False,
                           client=mlflow_store.client())
     p = _Cells()
@@ -264,7 +277,13 @@ def test_the_report_shows_rho_and_the_verdict_with_their_provenance(compose_cfg,
     assert all(rid in means[0]["title"] for rid in pairs[0]["screen_run_ids"])
     assert val[pairs[1]["screen_run_ids"][0]] == screen["flashy-flip-falcon"]  # a single screening run: its own metric
     assert " ".join(p.tagged[keys.TAG_RANKING_VERDICT].split()) == (
-        f"Sweep verdict: {sweep.data.tags[keys.TAG_RANKING_VERDICT]}.")
+        f"Delivered: {sweep.data.tags[keys.TAG_RANKING_VERDICT]}.")
+    # the delivery table: every challenger's paired loss gain and its lower bound, derived from the sweep's decision
+    delivery = json.loads(sweep.data.tags[keys.TAG_DELIVERY])
+    gains = {c["data-derived"]: float(c["data-value"]) for c in p.cells if c.get("data-derived", "").startswith("delivery/")}
+    for c in delivery["challengers"]:
+        assert gains[f"delivery/{c['name']}/loss_gain"] == c["loss_gain"]
+        assert gains[f"delivery/{c['name']}/loss_gain_low"] == c["loss_gain_low"]
     assert p.tagged[keys.TAG_RANKING_AGREEMENT] == sweep.data.tags[keys.TAG_RANKING_AGREEMENT] + "."
     assert any(v.get("metric") == keys.CHECK_SPEARMAN_RHO and v["run_id"] == sid for v in report.payload["values"])
     assert report.payload["ranking_verdict"] == sweep.data.tags[keys.TAG_RANKING_VERDICT]
@@ -273,8 +292,7 @@ def test_the_report_shows_rho_and_the_verdict_with_their_provenance(compose_cfg,
 def test_the_report_of_a_sweep_with_rho_undefined_says_why_and_shows_no_rho(compose_cfg, mlflow_store, tmp_path):
     from mfexp.report import build_report
 
-    sid, _, sweep, _ = _play_sweep(compose_cfg, mlflow_store, tmp_path / "multirun",
-                                   {"baseline": 0.380, "final": 0.412, "reference": 0.450},
+    sid, _, sweep, _ = _play_sweep(compose_cfg, mlflow_store, tmp_path / "multirun", LOST,
                                    {"plain-plain-baseline": 0.60, "flashy-flip-falcon": 0.50})
     report = build_report(sid, tmp_path / "report", register_model=False, bootstrap_samples=50, log_artifacts=False,
                           client=mlflow_store.client())
@@ -282,4 +300,4 @@ def test_the_report_of_a_sweep_with_rho_undefined_says_why_and_shows_no_rho(comp
     p.feed(report.html.read_text(encoding="utf-8"))
     assert not [c for c in p.cells if c.get("data-metric") == keys.CHECK_SPEARMAN_RHO]
     assert p.tagged[keys.TAG_RANKING_AGREEMENT].startswith("Spearman's rho undefined: 2 policies")
-    assert "the searched policy lost at full budget" in p.tagged[keys.TAG_RANKING_VERDICT]
+    assert "the baseline is delivered: no policy beat it" in p.tagged[keys.TAG_RANKING_VERDICT]

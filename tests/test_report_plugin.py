@@ -51,10 +51,13 @@ def _end_of_sweep(compose_cfg, store, sweep_dir: Path, *overrides: str):
                                                      keys.TAG_POLICY: "plain-plain-baseline"}).info.run_id
         c.log_metric(base, keys.BEST_VAL_LOSS, 0.5)
         c.log_metric(base, keys.TEST_ERROR_RATE, 0.25)
+        c.log_text(base, "y_true,y_pred,prob/good,prob/scratch\n0,0,0.6,0.4\n1,1,0.4,0.6\n", keys.VAL_PREDICTIONS)
         c.set_terminated(base, "FINISHED")
         screen = Result(Candidate((), 0), 0.6)
         outcome = Outcome((), [], {"flip": "no gain beyond noise"}, [], 0.0, 0.0, screen, screen)
-        run.finish(outcome, Result(Candidate((), -1), 0.5, base), None, None, run.cost(1, 1.0), report, "model-x")
+        baseline = Result(Candidate((), -1), 0.5, base)
+        decision = run.decide(baseline, {}, "paired", 0.95, True)
+        run.finish(outcome, baseline, None, None, decision, run.cost(1, 1.0), report, "model-x")
     return run, base, store.client().get_run(run.run_id)
 
 

@@ -229,9 +229,10 @@ def _assert_well_formed(runs, output: str) -> tuple:
             assert r.data.params["trainer.log_model"] == "False"  # the command line's choice is honoured
     for k in ("search.cost_multiple", "search.candidate_epochs", "search.candidates", "search.noise", "check.rank_pairs"):
         assert k in parent.data.metrics, k
-    assert parent.data.tags.get("mfexp.ranking_verdict", "").endswith(" is kept"), parent.data.tags
+    assert " is delivered" in parent.data.tags.get("mfexp.ranking_verdict", ""), parent.data.tags
+    assert parent.data.tags["mfexp.delivery_rule"] == "paired"
     assert f"mfexp sweep {parent.info.run_id} finished" in output
-    for line in ("test error  baseline", "winning policy:", "rejected:", "ranking check: the ", "screening vs full budget: ",
+    for line in ("test error  baseline", "delivered:", "rejected:", "why: ", "screening vs full budget: ",
                  "search cost:", "MLflow UI:"):
         assert line in output, line
     return parent, roles
@@ -265,7 +266,14 @@ def test_sweep_records_a_well_formed_mlflow_tree(sweep):
     assert tags["mfexp.reference_run_id"] == roles["reference"][0].info.run_id
     assert tags["mfexp.best_role"] in {"baseline", "final", "reference"}
     assert parent.data.metrics["search.candidate_epochs"] > 0
-    assert parent.data.metrics["search.cost_multiple"] == pytest.approx(parent.data.metrics["search.candidate_epochs"])
+    # search.cost_multiple: the screening compute over one full training as the baseline ran it (fit + refit)
+    import mlflow
+
+    base = roles["baseline"][0]
+    counts = mlflow.artifacts.load_dict(f"{base.info.artifact_uri}/dataset.json")["counts"]
+    n_train, n_val = sum(counts["train"].values()), sum(counts["val"].values())
+    unit = base.data.metrics["epochs_run"] + base.data.metrics["refit_epochs"] * (n_train + n_val) / n_train
+    assert parent.data.metrics["search.cost_multiple"] == pytest.approx(parent.data.metrics["search.candidate_epochs"] / unit)
     assert parent.data.params["search.order"] == "flip,cutout"
 
 
