@@ -396,6 +396,26 @@ def rules_table(results: dict, rules: list[str]) -> dict:
     return out
 
 
+def val_test_agreement(results: dict) -> tuple[int, int]:
+    """How often validation and test order a policy against no policy the same way: (agree, comparisons).
+
+    Per seed and policy of the default search (trivial included): its first fit's validation errors against
+    the no-policy fit's, and the same two models' test errors; comparisons tied on either side are left out."""
+    agree = pairs = 0
+    for r in results["seeds"].values():
+        if "default" not in r:
+            continue
+        base = r["none"]
+        be = sum(np.asarray(base["val_pred"]) != np.asarray(base["val_true"]))
+        for x in [r["trivial"], *r["default"]["proposals"].values()]:
+            ve = sum(np.asarray(x["val_pred"]) != np.asarray(x["val_true"]))
+            ft, bt = round(x["fit_test_error"] * len(x["fit_test_pred"])), round(base["fit_test_error"] * len(x["fit_test_pred"]))
+            if ve != be and ft != bt:
+                pairs += 1
+                agree += (ve < be) == (ft < bt)
+    return agree, pairs
+
+
 def print_rules(table: dict) -> None:
     print(f"\n{'delivery rule':<26} {'delivered test error':<24} {'per seed':<30} {'worse than none by >1 image':>28}  delivered")
     for name, s in table.items():
@@ -441,6 +461,9 @@ def main() -> None:
         print_table(summarize(saved, columns, a["methods"], args.rule))
         if "default" in a["methods"]:
             print_rules(rules_table(saved, list(RULES)))
+            agree, pairs = val_test_agreement(saved)
+            print(f"validation errors and test errors (first fits) order a policy against no policy the same way in "
+                  f"{agree} of {pairs} comparisons (ties left out)")
         return
 
     import multiprocessing as mp

@@ -51,6 +51,9 @@ class TrainerConfig:
     early_stopping_patience: int = 0  # epochs without val-loss improvement; 0 = off
     checkpoint: str = "last"  # weights kept: last (end of the schedule) | best (lowest validation loss)
     refit: bool = True  # then retrain on train + validation for the epochs kept (the model tested and logged)
+    # An MLflow run id: a fit of this very policy on the same data (a sweep's full-budget candidate). Its
+    # validation results and epochs stand for this run's, which only refits on train + validation.
+    refit_from: Optional[str] = None
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     threads: int = 0  # torch intra-op threads; 0 = torch's default

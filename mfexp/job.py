@@ -129,13 +129,15 @@ def prepare(cfg: DictConfig) -> Job:
 
 def execute(job: Job, on_epoch: Callable[[int, dict], None] = lambda epoch, metrics: None,
             on_blend: Callable[[int], None] = lambda n: None,
-            after_fit: Callable[[Trained], None] | None = None) -> Trained:
+            after_fit: Callable[[Trained], None] | None = None, refit_epochs: int = 0) -> Trained:
     """Blend the synthetic images in, fit ``job.model`` (once: it is trained in place), predict the test split.
 
     ``on_epoch(epoch, metrics)`` gets each epoch's metrics, ``on_blend(n)`` the number of synthetic
     images before training starts, ``after_fit(trained)`` the model fitted on the training split while
-    validation is still held out (before the refit; density matching scores it). Tracks nothing
-    itself, but the synth plugin annotates the active MLflow run."""
+    validation is still held out (before the refit; density matching scores it). ``refit_epochs > 0``
+    skips the fit: the caller already knows this policy's epochs (``trainer.refit_from``), and only the
+    refit on train + validation runs. Tracks nothing itself, but the synth plugin annotates the active
+    MLflow run."""
     cfg, t, splits = job.cfg, job.cfg.trainer, job.splits
     train_set, n_synthetic = job.train_set, 0
     if job.synth is not None:
@@ -145,7 +147,8 @@ def execute(job: Job, on_epoch: Callable[[int, dict], None] = lambda epoch, metr
                                       train_set.classes)
         n_synthetic = len(ys)
         on_blend(n_synthetic)
-    trained = train(cfg, job.model, train_set, splits.val, job.policy, on_epoch, device=job.device, after_fit=after_fit)
+    trained = train(cfg, job.model, train_set, splits.val, job.policy, on_epoch, device=job.device, after_fit=after_fit,
+                    refit_epochs=refit_epochs)
     trained.synthetic_images = n_synthetic
     if t.evaluate_test:
         trained.test_prob, trained.test_labels = evaluate(trained, splits.test, t.batch_size)
@@ -161,11 +164,19 @@ def new_model(cfg: DictConfig, train_set: data_mod.ImageSet) -> torch.nn.Module:
 
 def train(cfg: DictConfig, model: torch.nn.Module, train_set: data_mod.ImageSet, val_set: data_mod.ImageSet, policy,
           on_epoch=lambda epoch, metrics: None, device: torch.device | None = None,
-          after_fit: Callable[[Trained], None] | None = None) -> Trained:
-    """The training core, free of tracking: loaders, fit, refit. ``device`` defaults to ``trainer.device``."""
+          after_fit: Callable[[Trained], None] | None = None, refit_epochs: int = 0) -> Trained:
+    """The training core, free of tracking: loaders, fit, refit. ``device`` defaults to ``trainer.device``;
+    ``refit_epochs > 0``: no fit, only the refit for that many epochs (its history is empty)."""
     t = cfg.trainer
     device = resolve_device(t.device) if device is None else device
     channels_last = device.type == "cuda" if str(t.channels_last).lower() == "auto" else str(t.channels_last).lower() == "true"
+    if refit_epochs > 0:
+        model.to(device)
+        if channels_last:
+            model.to(memory_format=torch.channels_last)
+        trained = Trained(model, History(), device, channels_last, 0.0, 0.0, refit_epochs=refit_epochs)
+        trained.refit_seconds = refit(cfg, model, train_set, val_set, policy, refit_epochs, device, channels_last, on_epoch)
+        return trained
     pipeline = policy.image_pipeline(seed=t.seed)
     workers = t.num_workers if t.num_workers >= 0 else default_workers(pipeline is not None)
     train_loader = make_loader(train_set, t.batch_size, train=True, pipeline=pipeline, num_workers=workers, seed=t.seed)

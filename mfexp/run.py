@@ -27,12 +27,14 @@ def run(cfg: DictConfig) -> float:
     classes = list(splits.classes)
 
     exp_id = tracking.setup(cfg.tracking.uri, cfg.tracking.store_dir, cfg.tracking.experiment)
+    fit = fit_source(t.refit_from, job) if t.refit_from else None  # checked before the run opens, too
     tags = {
         keys.TAG_ROLE: cfg.tracking.role,
         keys.TAG_FINGERPRINT: splits.fingerprint,
         keys.TAG_POLICY: name,
         keys.TAG_ENGINE: mfexp.__version__,
         **{(k if "." in k else f"{keys.PREFIX}{k}"): str(v) for k, v in cfg.tracking.tags.items()},
+        **({keys.TAG_FROM_CANDIDATE: t.refit_from} if fit else {}),
     }
     log.info("run %s: policy %s on %d train / %d val / %d test images (%s), experiment %s",
              cfg.tracking.role, name, len(train_set), len(splits.val), len(splits.test), ", ".join(classes), exp_id)
@@ -53,13 +55,18 @@ def run(cfg: DictConfig) -> float:
         # Inside the run: the synth plugin annotates the active run with the GAN that made its images.
         trained = execute(job, on_epoch=lambda e, ms: mlflow.log_metrics(ms, step=e + 1),
                           on_blend=lambda n: mlflow.log_metric("synthetic_images", n),
-                          after_fit=_density_probe(cfg, job) if cfg.probe.magnitudes else None)
+                          after_fit=_density_probe(cfg, job) if cfg.probe.magnitudes else None,
+                          refit_epochs=fit["best_epoch"] if fit else 0)
         hist = trained.history
-        mlflow.log_metrics({keys.BEST_VAL_LOSS: hist.best_val_loss, "best_epoch": hist.best_epoch + 1,
-                            keys.EPOCHS_RUN: len(hist.val_loss), keys.TRAIN_SECONDS: trained.seconds,
-                            "train_images_per_second": trained.images_per_second,
-                            **({"refit_epochs": trained.refit_epochs, "refit_seconds": trained.refit_seconds}
-                               if trained.refit_epochs else {})})
+        if fit:  # the source run's fit stands for this run's: its validation results, stated as its (tag above)
+            trained.val_prob, trained.val_labels = fit["val_prob"], fit["val_labels"]
+            fitted = {k: fit[k] for k in (keys.BEST_VAL_LOSS, "best_epoch", keys.EPOCHS_RUN)}
+        else:
+            fitted = {keys.BEST_VAL_LOSS: hist.best_val_loss, "best_epoch": hist.best_epoch + 1,
+                      keys.EPOCHS_RUN: len(hist.val_loss), keys.TRAIN_SECONDS: trained.seconds,
+                      "train_images_per_second": trained.images_per_second}
+        mlflow.log_metrics({**fitted, **({"refit_epochs": trained.refit_epochs, "refit_seconds": trained.refit_seconds}
+                                         if trained.refit_epochs else {})})
         with tempfile.TemporaryDirectory() as tmp:  # the first fit's, before any refit: what validation saw
             predictions_frame(trained.val_labels, trained.val_prob, classes).to_csv(Path(tmp) / keys.VAL_PREDICTIONS, index=False)
             mlflow.log_artifact(str(Path(tmp) / keys.VAL_PREDICTIONS))
@@ -76,13 +83,45 @@ def run(cfg: DictConfig) -> float:
             plt.close(fig)
         if t.log_model:
             log_model(trained.model, splits.val.images[:2], model_metadata(job))
-        log.info("%s: val_loss %.4f at epoch %d; MLflow run %s", name, hist.best_val_loss, hist.best_epoch + 1,
+        log.info("%s: val_loss %.4f at epoch %d; MLflow run %s", name, fitted[keys.BEST_VAL_LOSS], fitted["best_epoch"],
                  active.info.run_id)
     if t.evaluate_test:  # after the run closed: the UI shows it FINISHED, and a summary error cannot fail it
-        print(verdict(yt, prob, classes, best_epoch=hist.best_epoch + 1, epochs_run=len(hist.val_loss),
+        print(verdict(yt, prob, classes, best_epoch=int(fitted["best_epoch"]), epochs_run=int(fitted[keys.EPOCHS_RUN]),
                       refit_epochs=trained.refit_epochs, run_name=cfg.tracking.run_name or name,
                       run_id=active.info.run_id, experiment_id=exp_id, tracking_uri=mlflow.get_tracking_uri()), flush=True)
-    return hist.best_val_loss
+    return float(fitted[keys.BEST_VAL_LOSS])
+
+
+def fit_source(run_id: str, job) -> dict:
+    """``trainer.refit_from``: the source run's fit (validation loss, epochs, validation predictions), checked to be
+    this very policy on this very data. Raises ConfigError (one line, exit 2) otherwise."""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    from mfexp.errors import ConfigError
+    from mfexp.metrics import frame_to_arrays
+
+    where = f"trainer.refit_from={run_id}"
+    try:
+        src = MlflowClient().get_run(run_id)
+        text = mlflow.artifacts.load_text(f"runs:/{run_id}/{keys.VAL_PREDICTIONS}")
+    except (MlflowException, OSError) as e:
+        raise ConfigError(f"{where}: no such run with {keys.VAL_PREDICTIONS} in this store ({type(e).__name__})") from None
+    m, tags = src.data.metrics, src.data.tags
+    missing = [k for k in (keys.BEST_VAL_LOSS, "best_epoch", keys.EPOCHS_RUN) if k not in m]
+    if missing:
+        raise ConfigError(f"{where}: the run has no {', '.join(missing)}: it is not a finished fit")
+    for what, theirs, ours in (("policy", tags.get(keys.TAG_POLICY), job.name),
+                               ("data", tags.get(keys.TAG_FINGERPRINT), job.splits.fingerprint)):
+        if theirs != ours:
+            raise ConfigError(f"{where}: that run's {what} is {theirs}, this run's is {ours}: refit only the same fit")
+    import io
+
+    import pandas as pd
+
+    y, prob, _ = frame_to_arrays(pd.read_csv(io.StringIO(text)))
+    return {keys.BEST_VAL_LOSS: m[keys.BEST_VAL_LOSS], "best_epoch": int(m["best_epoch"]), keys.EPOCHS_RUN: m[keys.EPOCHS_RUN],
+            "val_prob": prob, "val_labels": y}
 
 
 def _density_probe(cfg: DictConfig, job):

@@ -215,7 +215,7 @@ def test_a_density_sweep_scores_on_the_baseline_and_trains_no_screening_candidat
 
 LEARNING_DEMO = ["data.demo_per_class.good=40", *(f"data.demo_per_class.{c}=16" for c in ("scratch", "pit", "crack", "stain")),
                  "trainer.epochs=4"]  # 144 images, 4 epochs: enough for the tiny model to learn something to keep
-NEU_TINY = ["data=neu", f"data.root={NEU_ROOT}", "trainer.epochs=1", "trainer.batch_size=64"]
+NEU_TINY = ["data=neu", f"data.root={NEU_ROOT}", "data.subset=0.3", "trainer.epochs=2"]  # a third of NEU's training split
 
 
 def _default_sweep(tmp_path, mlflow_store, data: list[str]):
@@ -237,9 +237,11 @@ def _check_default_sweep(roles, sweep, report, output):
     cands = roles.get("candidate", [])
     proposals = json.loads(tags["mfexp.proposals"])
     assert cands and len(cands) == sum(p["status"] == "trained" for p in proposals)
-    for c in cands:  # full budget, no refit, never tested
+    for c in cands:  # full budget (as the baseline trains), no refit, never tested
         assert c.data.tags["mfexp.fidelity"] == "full" and c.data.params["trainer.refit"] == "False"
-        assert c.data.params["data.subset"] == "1.0" and "test_error_rate" not in c.data.metrics
+        assert c.data.params["trainer.epochs"] == roles["baseline"][0].data.params["trainer.epochs"]
+        assert c.data.params["data.subset"] == roles["baseline"][0].data.params["data.subset"]
+        assert "test_error_rate" not in c.data.metrics
     assert metrics["search.cost_multiple"] <= 1.5  # the default budget: search.max_cost
     # Delivery: the sweep's rule names one run, and that is the report's optimal run.
     delivered = tags["mfexp.delivered"]

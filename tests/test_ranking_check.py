@@ -277,7 +277,7 @@ def test_the_report_shows_rho_and_the_verdict_with_their_provenance(compose_cfg,
     assert all(rid in means[0]["title"] for rid in pairs[0]["screen_run_ids"])
     assert val[pairs[1]["screen_run_ids"][0]] == screen["flashy-flip-falcon"]  # a single screening run: its own metric
     assert " ".join(p.tagged[keys.TAG_RANKING_VERDICT].split()) == (
-        f"Delivered: {sweep.data.tags[keys.TAG_RANKING_VERDICT]}.")
+        f"Decision: {sweep.data.tags[keys.TAG_RANKING_VERDICT]}.")
     # the delivery table: every challenger's paired loss gain and its lower bound, derived from the sweep's decision
     delivery = json.loads(sweep.data.tags[keys.TAG_DELIVERY])
     gains = {c["data-derived"]: float(c["data-value"]) for c in p.cells if c.get("data-derived", "").startswith("delivery/")}

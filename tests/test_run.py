@@ -239,3 +239,45 @@ def test_real_images_neu(mlflow_store, compose_cfg):
     support = {k.split("/", 1)[1]: v for k, v in r.data.metrics.items() if k.startswith("test_support/")}
     assert support == {c: 60 for c in ("crazing", "inclusion", "patches", "pitted_surface", "rolled-in_scale", "scratches")}
     assert r.data.params["data.root"] == str(NEU_ROOT) and len(r.data.tags[tracking.TAG_FINGERPRINT]) == 16
+
+
+# ---------------------------------------------------------------------------- refit from another run's fit
+def test_refit_from_a_fit_gives_the_model_a_full_run_gives_and_keeps_the_fits_validation(compose_cfg, mlflow_store):
+    """A sweep delivers a candidate it fitted without refit: trainer.refit_from skips the fit, trains the refit only."""
+    policy = ["augment=policy", "augment.techniques.flip.m=1.0", "augment.techniques.flip.rr=0.5", "trainer.epochs=2"]
+    base = [*TINY_DEMO, *TINY_TRAIN, *mlflow_store.overrides, *policy]
+    client = mlflow_store.client()
+    run(compose_cfg(*base, "trainer.refit=false", "trainer.evaluate_test=false", "tracking.role=candidate"))
+    run(compose_cfg(*base))  # the same policy as one full run: fit, then refit
+    fit_id, full_id = (r.info.run_id for r in mlflow_store.runs())
+    objective = run(compose_cfg(*base, f"trainer.refit_from={fit_id}", "tracking.role=final"))
+    refit = mlflow_store.runs()[-1]
+    src, full = client.get_run(fit_id).data, client.get_run(full_id).data
+    m = refit.data.metrics
+    assert refit.data.tags["mfexp.from_candidate"] == fit_id and objective == src.metrics["best_val_loss"]
+    assert {k: m[k] for k in ("best_val_loss", "best_epoch", "epochs_run")} == {
+        k: src.metrics[k] for k in ("best_val_loss", "best_epoch", "epochs_run")}
+    assert m["refit_epochs"] == 2 and "train_seconds" not in m  # no fit of its own
+    assert not client.get_metric_history(refit.info.run_id, "val_loss")  # no per-epoch validation either
+    tmp = mlflow_store.store_dir.parent
+
+    def frame(run_id, name):
+        return pd.read_csv(_download(client, run_id, name, tmp / run_id))
+
+    pd.testing.assert_frame_equal(frame(refit.info.run_id, "val_predictions.csv"), frame(fit_id, "val_predictions.csv"))
+    # the refit alone makes the very model a full run makes (same initial weights, loaders, schedule)
+    pd.testing.assert_frame_equal(frame(refit.info.run_id, "test_predictions.csv"), frame(full_id, "test_predictions.csv"))
+    assert m["test_error_rate"] == full.metrics["test_error_rate"]
+
+
+def test_refit_from_a_run_of_another_policy_is_refused_before_any_run(compose_cfg, mlflow_store):
+    base = [*TINY_DEMO, *TINY_TRAIN, *mlflow_store.overrides]
+    run(compose_cfg(*base, "trainer.refit=false"))
+    (fit,) = mlflow_store.runs()
+    other = compose_cfg(*base, "augment=policy", "augment.techniques.flip.m=1.0", "augment.techniques.flip.rr=0.5",
+                        f"trainer.refit_from={fit.info.run_id}")
+    with pytest.raises(ConfigError, match=f"trainer.refit_from={fit.info.run_id}: that run's policy is .*, this run's is"):
+        run(other)
+    with pytest.raises(ConfigError, match="trainer.refit_from=nope: no such run"):
+        run(compose_cfg(*base, "trainer.refit_from=nope"))
+    assert len(mlflow_store.runs()) == 1  # nothing was opened

@@ -291,7 +291,9 @@ def test_screening_candidates_are_tagged_and_the_winner_is_trained_at_full_budge
     assert flip.data.tags["mfexp.stage_winner"] == "true"
     assert parent.data.tags["mfexp.stage.1.best_run_id"] == flip.info.run_id
     final = roles["final"][0]
-    assert final.data.tags["mfexp.policy"] == flip.data.tags["mfexp.policy"] == parent.data.tags["mfexp.policy"]
+    assert final.data.tags["mfexp.policy"] == flip.data.tags["mfexp.policy"]
+    delivered = next(r for rs in roles.values() for r in rs if r.info.run_id == parent.data.tags["mfexp.best_run_id"])
+    assert parent.data.tags["mfexp.policy"] == delivered.data.tags["mfexp.policy"]  # the sweep names what it delivers
     assert final.data.params["data.subset"] == "1.0"
     assert roles["baseline"][0].data.tags["mfexp.policy"] == none.data.tags["mfexp.policy"]
 

@@ -170,13 +170,14 @@ def density_scores(data: SweepData, path: Path) -> Path:
             j = list(grid.columns).index(max(admitted))
             ax.add_patch(plt.Rectangle((j, i), 1, 1, fill=False, ec="#111111", lw=2.2 if t in kept else 1.2,
                                        ls="-" if t in kept else ":"))
-    ax.set_xlabel("magnitude m")
-    ax.set_ylabel("")
-    ax.set_xticklabels([f"{float(c.get_text()):g}" for c in ax.get_xticklabels()])
     clean, prior = (data.density or {}).get("clean_loss"), (data.density or {}).get("prior_loss")
-    ax.set_title(f"What the baseline's model still reads in augmented validation images (density matching)\n"
-                 f"boxed: the strongest magnitude retaining >= {keep:.0%} (solid: kept); clean val loss {clean:.3f}, "
-                 f"class prior {prior:.3f}", fontsize=9.5)
+    ax.set_xlabel(f"magnitude m        (clean val loss {clean:.3f}, class prior {prior:.3f}; blank: not probed)", fontsize=9)
+    ax.set_ylabel("")
+    ax.set_facecolor("#f3f4f6")
+    ax.grid(False)
+    ax.set_xticklabels([f"{float(c.get_text()):g}" for c in ax.get_xticklabels()])
+    ax.set_title(f"What the baseline's model still reads in augmented validation images\n"
+                 f"boxed: the strongest magnitude retaining >= {keep:.0%} (solid: a kept technique)", fontsize=9.5)
     return _save(fig, path)
 
 

@@ -75,12 +75,18 @@ def delivery_section(pg: Page) -> None:
     verdict = data.sweep.tags.get(keys.TAG_RANKING_VERDICT, "")
     add("<h3>Delivery: is any policy better than the baseline beyond noise?</h3>")
     add(f'<div class="verdict {"yes" if data.best_role != "baseline" else "no"}" data-tag="{escape(keys.TAG_RANKING_VERDICT)}">'
-        f"<b>Delivered</b>: {escape(verdict)}.</div>")
+        f"<b>Decision</b>: {escape(verdict)}.</div>")
     base = d.get("baseline") or {}
-    add(f"<p>Rule <code>{escape(str(d.get('rule')))}</code> (tag <code>{escape(keys.TAG_DELIVERY_RULE)}</code>), one-sided "
+    rule = str(d.get("rule"))
+    what = {"paired": "A challenger must make fewer validation errors than the baseline and lower its validation loss by "
+                      "more than the paired bootstrap's noise (the lower bound of the gain above zero).",
+            "paired_error": "A challenger's error-rate reduction must have a lower bound above zero.",
+            "val_error": "A challenger must make fewer validation errors (ties: lower loss).",
+            "val_loss": "A challenger must have a lower validation loss, by any amount."}.get(rule, "")
+    add(f"<p>Rule <code>{escape(rule)}</code> (tag <code>{escape(keys.TAG_DELIVERY_RULE)}</code>), one-sided "
         f"level {float(d.get('level', 0)):.1%} per comparison, on the {d.get('n')} validation images that every policy was "
-        "scored on after its fit on the training split and before any refit. A challenger must make fewer validation "
-        "errors than the baseline and lower its validation loss by more than the paired bootstrap's noise (docs/search.md).</p>")
+        f"scored on after its fit on the training split and before any refit. {escape(what)} See docs/search.md, "
+        "\"Delivery\".</p>")
     add('<table><tr><th>policy</th><th class="num">val loss</th><th class="num">val errors</th>'
         '<th class="num">loss gain</th><th class="num">its lower bound</th><th>passes</th></tr>')
     add(f"<tr><td>baseline (no policy)</td>{w.metric(base.get('run_id') or '', keys.BEST_VAL_LOSS, f4)}"

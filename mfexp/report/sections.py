@@ -53,7 +53,7 @@ def _summary(pg: Page) -> None:
         f"{escape(pct(rr.low) + ' … ' + pct(rr.high)) if rr else 'n/a'}</div></div>")
     add("</div>")
     if data.best_role == "baseline":
-        verdict = "<b>No gain to test</b>: the best full-budget model is the baseline itself."
+        verdict = "<b>No gain to test</b>: the delivered model is the baseline itself."
     elif real:
         verdict = (f"<b>The gain is real</b> at the {boot.level:.0%} level: the paired-bootstrap interval of the error "
                    f"reduction, {ci_pp(boot.error_reduction)}, excludes zero (the best model was not better in "
@@ -98,7 +98,7 @@ def _policy(pg: Page) -> None:
     add("<h2>2. Training policy</h2>")
     add(f'<p class="policy-id">Policy: <b>{escape(best.run.policy)}</b> &nbsp;·&nbsp; Policy engine: <b>mfexp '
         f"{escape(engine)}</b></p>")
-    add(f"<p>The optimal policy is the policy of the best full-budget run, the {escape(ROLE_LABELS[data.best_role])} run "
+    add(f"<p>The optimal policy is the policy of the run the sweep delivered, the {escape(ROLE_LABELS[data.best_role])} run "
         f"<code>{escape(o_id)}</code> (mode <code>{escape(best.mode)}</code>).</p>")
     add(_policy_table(best, data.axes))
     if "final" in data.full and data.best_role != "final":

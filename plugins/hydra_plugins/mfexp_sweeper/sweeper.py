@@ -99,9 +99,8 @@ class PolicySweeper(Sweeper):
         log.info("delivery: %s", decision.reason)
         picked = challengers.get(decision.delivered)
         if picked is not None and decision.delivered not in results:  # a density candidate: its refit is the final run
-            c = picked.candidate
-            results["final"], = self._launch_full([("final", c.policy, c.mode)],
-                                                  tags={keys.short(keys.TAG_FROM_CANDIDATE): picked.run_id})
+            c = picked.candidate  # trainer.refit_from: the candidate's fit stands, only the refit is trained
+            results["final"], = self._launch_full([("final", c.policy, c.mode)], [f"trainer.refit_from={picked.run_id}"])
             if not results["final"].ok:  # a failed job never fails the sweep: the baseline stands
                 log.warning("the final run of %s failed: the baseline is delivered", decision.delivered)
                 decision = replace(decision, delivered="baseline", reason=f"the baseline is delivered: {decision.delivered} "
@@ -145,7 +144,7 @@ class PolicySweeper(Sweeper):
     def _affordable(self, baseline: Result) -> int:
         """How many full-budget candidates (fits without refit) fit in search.max_cost trainings like the baseline's."""
         one = self.run.training_compute(baseline.run_id)
-        each = self.full_epochs * self.run.train_images
+        each = self.full_epochs * self.run.train_images * float(self.run.cfg.data.subset)
         return int(self.s.max_cost * one / each + 1e-9) if each > 0 else 0
 
     def _n_jobs(self) -> int:
@@ -226,19 +225,19 @@ class PolicySweeper(Sweeper):
         """Run the candidates (and the full-budget runs ``full``, kept in ``self.early``) as one launcher batch."""
         jobs = []
         for c in cands:
-            if c.rung < 0:  # the full budget: every epoch, the whole training split (density's candidates)
-                epochs, subset, fidelity = self.full_epochs, 1.0, "full"
+            if c.rung < 0:  # the full budget: as the baseline trains (density's candidates)
+                epochs, fidelity, share = self.full_epochs, "full", []
+                cost = epochs * float(self.run.cfg.data.subset)
             else:
                 rung = self.s.rungs[c.rung]
-                epochs, subset = max(1, math.ceil(rung.epochs * self.full_epochs)), rung.subset
-                fidelity = f"e{epochs}-s{subset}"
-            defining = self._policy_overrides(c.policy, c.mode) + [f"trainer.epochs={epochs}", f"data.subset={subset}",
-                                                                  f"trainer.seed={c.seed}"]
+                epochs = max(1, math.ceil(rung.epochs * self.full_epochs))
+                fidelity, share, cost = f"e{epochs}-s{rung.subset}", [f"data.subset={rung.subset}"], epochs * rung.subset
+            defining = self._policy_overrides(c.policy, c.mode) + [f"trainer.epochs={epochs}", *share, f"trainer.seed={c.seed}"]
             tags = {keys.short(keys.TAG_STAGE): str(c.stage), keys.short(keys.TAG_TECHNIQUE): c.technique,
                     keys.short(keys.TAG_FIDELITY): fidelity, keys.short(keys.TAG_RUNG): str(c.rung)}
             if c.name:
                 tags[keys.short(keys.TAG_PROPOSAL)] = c.name
-            jobs.append((c, defining, tags, epochs * subset))
+            jobs.append((c, defining, tags, cost))
         full_jobs = [self._full_job(role, p, mode) for role, p, mode in full]
         done = self._launch([(d, t, True) for _, d, t, _ in jobs] + full_jobs)
         done, early = done[:len(jobs)], done[len(jobs):]
@@ -253,16 +252,14 @@ class PolicySweeper(Sweeper):
                             r.candidate.policy)
         return results
 
-    def _full_job(self, role: str, policy: Any, mode: str, extra: Sequence[str] = (),
-                  tags: dict[str, str] | None = None) -> tuple[list[str], dict[str, str], bool]:
+    def _full_job(self, role: str, policy: Any, mode: str, extra: Sequence[str] = ()) -> tuple[list[str], dict[str, str], bool]:
         """A full-budget job with refit and test: (defining overrides, tags, screening=False); policy None: the reference."""
         defining = self._policy_overrides(policy, mode) if policy is not None else [f"augment={self.s.reference_augment}"]
-        return defining + list(extra), {"role": role, **(tags or {})}, False
+        return defining + list(extra), {"role": role}, False
 
-    def _launch_full(self, runs: list[tuple[str, Any, str]], extra: Sequence[str] = (),
-                     tags: dict[str, str] | None = None) -> list[Result]:
+    def _launch_full(self, runs: list[tuple[str, Any, str]], extra: Sequence[str] = ()) -> list[Result]:
         """Full-budget runs with refit and test, in one batch: (role, policy, mode); policy None is the reference."""
-        done = self._launch([self._full_job(role, p, mode, extra, tags) for role, p, mode in runs])
+        done = self._launch([self._full_job(role, p, mode, extra) for role, p, mode in runs])
         return [Result(Candidate(p or (), -1, mode=mode), val, run_id) for (_, p, mode), (val, run_id) in zip(runs, done)]
 
     def _launch(self, jobs: Sequence[tuple[list[str], dict[str, str], bool]]) -> list[tuple[float | None, str | None]]:
