@@ -362,7 +362,7 @@ def summarize(results: dict, columns: list[str], methods: list[str], rule: str =
 
 def rule_variants(rules: list[str]) -> list[tuple[str, bool]]:
     """(rule, Bonferroni-corrected) pairs the rules table compares."""
-    return [(rule, c) for rule in rules for c in ((True, False) if rule in ("paired", "paired_error") else (False,))]
+    return [(rule, c) for rule in rules for c in ((True, False) if rule in ("paired", "paired_error", "mcnemar") else (False,))]
 
 
 def delivered(r: dict, rule: str, correct: bool = True, refit: bool = True) -> dict:
@@ -387,6 +387,11 @@ def rules_table(results: dict, rules: list[str]) -> dict:
     out = {}
     for rule, correct in rule_variants(rules):
         rows = [delivered(r, rule, correct) for r in seeds]
+        if any(x["test_error"] is None for x in rows):  # a rule added after the run: its pick was never refit
+            out[f"{rule}{' (bonferroni)' if correct else ''}"] = {"test_error_mean": float("nan"), "ci95": float("nan"),
+                                                               "errors": [], "roles": [x["role"] for x in rows],
+                                                               "worse_than_none": -1}
+            continue
         errs = [x["test_error"] for x in rows]
         one = [1.0 / len(r["none"]["test_true"]) for r in seeds]
         worse = sum(x["test_error"] - r["none"]["test_error"] > o + 1e-9 for x, r, o in zip(rows, seeds, one))

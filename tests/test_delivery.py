@@ -90,4 +90,18 @@ def test_no_challenger_delivers_the_baseline_and_bad_input_is_refused():
         decide(BASE, [], "best")
     with pytest.raises(ValueError, match="different validation images"):
         decide(BASE, [outcomes("short", [0.1], [0])], "paired")
-    assert set(RULES) == {"paired", "paired_error", "val_error", "val_loss"}
+    assert set(RULES) == {"paired", "paired_error", "mcnemar", "val_error", "val_loss"}
+
+
+def test_mcnemar_counts_the_images_exactly_one_of_the_two_gets_wrong():
+    # 6 baseline errors; the challenger fixes 5 of them and breaks 0: p = 0.5^5 = 1/32 one-sided
+    fixes = outcomes("fix5", [0.4] * N, [1] + [0] * (N - 1))
+    d = decide(BASE, [fixes], "mcnemar", level=0.95)
+    (c,) = d.comparisons
+    assert c.p_value == pytest.approx(1 / 32) and c.passed and d.delivered == "fix5"
+    assert "5 fixed and 0 broken" in c.why
+    # 5 fixed but 2 others broken: 7 discordant images, P(X >= 5 | n=7, 1/2) = (21 + 7 + 1) / 128
+    mixed = outcomes("mixed", [0.4] * N, [1] + [0] * 5 + [1, 1] + [0] * (N - 8))
+    (m,) = decide(BASE, [mixed], "mcnemar", level=0.95).comparisons
+    assert m.errors == 3 and m.p_value == pytest.approx(29 / 128) and not m.passed
+    assert decide(BASE, [BASE], "mcnemar").comparisons[0].p_value == 1.0  # nothing discordant

@@ -15,7 +15,10 @@ Rules (``search.delivery_rule``), each comparing a challenger with the baseline:
 * ``val_error``: the fewest validation errors win, ties to the lower loss, then to the baseline;
 * ``paired``: fewer validation errors than the baseline, and a validation-loss gain whose one-sided
   paired-bootstrap lower bound at ``level`` is above zero;
-* ``paired_error``: an error reduction whose one-sided paired-bootstrap lower bound is above zero.
+* ``paired_error``: an error reduction whose one-sided paired-bootstrap lower bound is above zero;
+* ``mcnemar``: fewer validation errors by McNemar's exact test (one-sided, on the images exactly one
+  of the two gets wrong; Dietterich, Neural Computation 1998, for comparing two classifiers on one
+  test set): a significant error reduction, like ``paired_error`` without resampling.
 
 With several challengers, ``level`` is Bonferroni-corrected (``1 - (1 - level) / k``) when
 ``correct`` is set, since the best of k looks better than it is. Among the challengers that pass,
@@ -28,7 +31,7 @@ from typing import Any
 # No `from __future__ import annotations`: Hydra's plugin scan executes this module without registering it in
 # sys.modules, and dataclasses then cannot resolve string annotations. numpy is imported inside functions.
 
-RULES = ("paired", "paired_error", "val_error", "val_loss")
+RULES = ("paired", "paired_error", "mcnemar", "val_error", "val_loss")
 
 
 @dataclass(frozen=True)
@@ -69,6 +72,7 @@ class Comparison:
     error_gain_low: float  # lower bound of the error-rate reduction (share of images)
     passed: bool
     why: str
+    p_value: float = 1.0  # McNemar's exact one-sided p: the chance of this many fixes among the discordant images
 
 
 @dataclass(frozen=True)
@@ -94,6 +98,16 @@ def _lower_bounds(base: Outcomes, other: Outcomes, alpha: float, samples: int, s
     return float(np.quantile(d_loss, alpha)), float(np.quantile(d_err, alpha))
 
 
+def _mcnemar(fixed: int, broken: int) -> float:
+    """One-sided exact McNemar p-value: P(at least ``fixed`` of the ``fixed + broken`` discordant images go the
+    challenger's way if each were a fair coin) (scipy.stats.binomtest)."""
+    if fixed + broken == 0:
+        return 1.0
+    from scipy.stats import binomtest
+
+    return float(binomtest(fixed, fixed + broken, 0.5, alternative="greater").pvalue)
+
+
 def decide(baseline: Outcomes, challengers: Sequence[Outcomes], rule: str = "paired", level: float = 0.95,
            correct: bool = True, samples: int = 2000, seed: int = 0) -> Decision:
     """Which policy to deliver: a challenger only when ``rule`` finds it better than ``baseline``.
@@ -111,20 +125,20 @@ def decide(baseline: Outcomes, challengers: Sequence[Outcomes], rule: str = "pai
     for i, c in enumerate(challengers):
         loss_low, err_low = _lower_bounds(baseline, c, alpha, samples, seed + i)
         gain, fewer = baseline.loss - c.loss, baseline.errors - c.errors
-        if rule == "val_loss":
-            ok, why = gain > 0, f"val loss {c.loss:.4f} vs {baseline.loss:.4f}"
-        elif rule == "val_error":
-            ok = fewer > 0 or (fewer == 0 and gain > 0)
-            why = f"{c.errors} vs {baseline.errors} validation errors, val loss {c.loss:.4f} vs {baseline.loss:.4f}"
-        elif rule == "paired":
-            ok = fewer > 0 and loss_low > 0
-            why = (f"{c.errors} vs {baseline.errors} validation errors; val-loss gain {gain:+.4f}, "
-                   f"lower bound {loss_low:+.4f} at {1 - alpha:.1%}")
-        else:  # paired_error
-            ok = err_low > 0
-            why = (f"{c.errors} vs {baseline.errors} validation errors; error-rate reduction lower bound "
-                   f"{100 * err_low:+.1f} pp at {1 - alpha:.1%}")
-        comps.append(Comparison(c.name, c.loss, c.errors, gain, loss_low, fewer, err_low, ok, why))
+        fixed, broken = int((baseline.wrong & ~c.wrong).sum()), int((~baseline.wrong & c.wrong).sum())
+        p = _mcnemar(fixed, broken)
+        errors = f"{c.errors} vs {baseline.errors} validation errors"
+        ok, why = {
+            "val_loss": (gain > 0, f"val loss {c.loss:.4f} vs {baseline.loss:.4f}"),
+            "val_error": (fewer > 0 or (fewer == 0 and gain > 0), f"{errors}, val loss {c.loss:.4f} vs {baseline.loss:.4f}"),
+            "paired": (fewer > 0 and loss_low > 0,
+                       f"{errors}; val-loss gain {gain:+.4f}, lower bound {loss_low:+.4f} at {1 - alpha:.1%}"),
+            "paired_error": (err_low > 0, f"{errors}; error-rate reduction lower bound {100 * err_low:+.1f} pp "
+                                          f"at {1 - alpha:.1%}"),
+            "mcnemar": (p < alpha, f"{errors}, {fixed} fixed and {broken} broken; McNemar p = {p:.3f} "
+                                   f"(needs < {alpha:.4f})"),
+        }[rule]
+        comps.append(Comparison(c.name, c.loss, c.errors, gain, loss_low, fewer, err_low, ok, why, p))
     passed = [c for c in comps if c.passed]
     if rule == "val_loss":
         best = min(passed, key=lambda c: c.loss, default=None)
