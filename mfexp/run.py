@@ -12,7 +12,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 import mfexp
-from mfexp import density, keys, tracking
+from mfexp import density, keys, names, tracking
 from mfexp.job import execute, prepare
 from mfexp.metrics import classification_metrics, confusion_figure, predictions_frame
 from mfexp.model import Probabilities
@@ -26,7 +26,6 @@ def run(cfg: DictConfig) -> float:
     t, d, splits, train_set, name = cfg.trainer, cfg.data, job.splits, job.train_set, job.name
     classes = list(splits.classes)
 
-    exp_id = tracking.setup(cfg.tracking.uri, cfg.tracking.store_dir, cfg.tracking.experiment)
     tags = {
         keys.TAG_ROLE: cfg.tracking.role,
         keys.TAG_FINGERPRINT: splits.fingerprint,
@@ -34,18 +33,19 @@ def run(cfg: DictConfig) -> float:
         keys.TAG_ENGINE: mfexp.__version__,
         **{(k if "." in k else f"{keys.PREFIX}{k}"): str(v) for k, v in cfg.tracking.tags.items()},
     }
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    params = {k: str(v)[:names.MAX_PARAM_VALUE] for k, v in tracking.flatten(resolved).items()}
+    params.update({**job.policy.params(), **({"policy.synthetic.r": job.r} if job.synth is not None else {})})
+    names.check_run_keys(params, tags)  # what MLflow would refuse fails here, before the run opens
+    exp_id = tracking.setup(cfg.tracking.uri, cfg.tracking.store_dir, cfg.tracking.experiment)
     log.info("run %s: policy %s on %d train / %d val / %d test images (%s), experiment %s",
              cfg.tracking.role, name, len(train_set), len(splits.val), len(splits.test), ", ".join(classes), exp_id)
     with tracking.tracked_run(cfg.tracking.run_name or name, tags, cfg.tracking.parent_run_id) as active:
-        resolved = OmegaConf.to_container(cfg, resolve=True)
-        mlflow.log_params({k: str(v)[:6000] for k, v in tracking.flatten(resolved).items()})
-        params = job.policy.params()
-        if job.synth is not None:
-            params["policy.synthetic.r"] = job.r
         mlflow.log_params(params)
         mlflow.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
         mlflow.log_dict(job.policy.describe(), "policy.json")
-        mlflow.log_dict({"classes": classes, "good_class": splits.good_class, "fingerprint": splits.fingerprint,
+        mlflow.log_dict({"classes": classes, "key_names": names.key_names(classes), **splits.intake,
+                         "good_class": splits.good_class, "fingerprint": splits.fingerprint,
                          "image_size": d.image_size, "channels": int(train_set.images.shape[-1]),
                          "counts": {"train": train_set.counts(), "val": splits.val.counts(), "test": splits.test.counts()}},
                         "dataset.json")
