@@ -39,11 +39,14 @@ def classification_metrics(y_true: np.ndarray, prob: np.ndarray, classes: Sequen
     return out
 
 
-def predictions_frame(y_true: np.ndarray, prob: np.ndarray, classes: Sequence[str]) -> pd.DataFrame:
-    """One row per test example: true label, predicted label and each class's probability."""
+def predictions_frame(y_true: np.ndarray, prob: np.ndarray, classes: Sequence[str], paths: Sequence[str] = ()) -> pd.DataFrame:
+    """One row per example: its file (``path``, relative to the data folder, when ``paths`` are given),
+    true label, predicted label and each class's probability (columns ``prob/<class>``, original names)."""
     df = pd.DataFrame(prob, columns=[f"prob/{c}" for c in classes])
     df.insert(0, "y_pred", prob.argmax(axis=1))
     df.insert(0, "y_true", y_true)
+    if len(paths):
+        df.insert(0, "path", list(paths))
     return df
 
 

@@ -61,13 +61,13 @@ def run(cfg: DictConfig) -> float:
                             **({"refit_epochs": trained.refit_epochs, "refit_seconds": trained.refit_seconds}
                                if trained.refit_epochs else {})})
         with tempfile.TemporaryDirectory() as tmp:  # the first fit's, before any refit: what validation saw
-            predictions_frame(trained.val_labels, trained.val_prob, classes).to_csv(Path(tmp) / keys.VAL_PREDICTIONS, index=False)
+            predictions_frame(trained.val_labels, trained.val_prob, classes, splits.val.paths).to_csv(Path(tmp) / keys.VAL_PREDICTIONS, index=False)
             mlflow.log_artifact(str(Path(tmp) / keys.VAL_PREDICTIONS))
         if t.evaluate_test:
             prob, yt = trained.test_prob, trained.test_labels
             mlflow.log_metrics(classification_metrics(yt, prob, classes, prefix="test_"))
             with tempfile.TemporaryDirectory() as tmp:
-                predictions_frame(yt, prob, classes).to_csv(Path(tmp) / "test_predictions.csv", index=False)
+                predictions_frame(yt, prob, classes, splits.test.paths).to_csv(Path(tmp) / "test_predictions.csv", index=False)
                 mlflow.log_artifact(str(Path(tmp) / "test_predictions.csv"))
             fig = confusion_figure(yt, prob.argmax(1), classes, title=f"{cfg.tracking.role}: {name}")
             mlflow.log_figure(fig, "confusion_matrix.png")

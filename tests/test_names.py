@@ -90,5 +90,6 @@ def test_a_run_on_class_names_mlflow_would_refuse_raw_finishes(tmp_path, mlflow_
     ds = json.loads(Path(client.download_artifacts(r.info.run_id, "dataset.json", str(tmp_path))).read_text())
     assert ds["classes"] == classes and ds["key_names"] == safe  # original names, and the mapping
     df = pd.read_csv(client.download_artifacts(r.info.run_id, "test_predictions.csv", str(tmp_path)))
-    assert list(df.columns) == ["y_true", "y_pred", *(f"prob/{c}" for c in classes)]
+    assert list(df.columns) == ["path", "y_true", "y_pred", *(f"prob/{c}" for c in classes)]
+    assert sorted(df["path"])[-1] == "test/scratch (minor)/1.png"
     assert re.search(r"^  scratch \(minor\) +\d", capsys.readouterr().out, re.M)  # the verdict's row, original name
