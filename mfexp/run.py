@@ -1,6 +1,7 @@
 """One tracked training run: `mfexp.job` prepares and trains, this module logs it to MLflow. Returns validation loss."""
 from __future__ import annotations
 
+import json
 import logging
 import tempfile
 import time
@@ -33,6 +34,9 @@ def run(cfg: DictConfig) -> float:
         keys.TAG_ENGINE: mfexp.__version__,
         **{(k if "." in k else f"{keys.PREFIX}{k}"): str(v) for k, v in cfg.tracking.tags.items()},
     }
+    renamed = {v: k for k, v in names.key_names(classes).items() if k != v}  # shown in the UI beside the metrics
+    if renamed and len(json.dumps(renamed, ensure_ascii=False)) <= names.MAX_TAG_VALUE:
+        tags[keys.TAG_CLASS_NAMES] = json.dumps(renamed, ensure_ascii=False)
     resolved = OmegaConf.to_container(cfg, resolve=True)
     params = {k: str(v)[:names.MAX_PARAM_VALUE] for k, v in tracking.flatten(resolved).items()}
     params.update({**job.policy.params(), **({"policy.synthetic.r": job.r} if job.synth is not None else {})})

@@ -83,6 +83,7 @@ def test_a_run_on_class_names_mlflow_would_refuse_raw_finishes(tmp_path, mlflow_
     (r,) = mlflow_store.runs()
     assert r.info.status == "FINISHED"
     safe = key_names(classes)
+    assert json.loads(r.data.tags["mfexp.class_names"]) == {safe["größe"]: "größe", safe["scratch (minor)"]: "scratch (minor)"}
     assert {k for k in r.data.metrics if k.startswith("test_support/")} == {f"test_support/{safe[c]}" for c in classes}
     assert r.data.metrics[f"test_support/{safe['scratch (minor)']}"] == 2 and "confusion_matrix.png" in {
         a.path for a in mlflow_store.client().list_artifacts(r.info.run_id)}
