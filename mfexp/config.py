@@ -24,6 +24,8 @@ class DataConfig:
     seed: int = 0  # split seed, independent of the training seed
     good_class: Optional[str] = None  # the defect-free class, when there is one
     cache_dir: Optional[str] = None  # demo data cache; None: ~/.cache/mfexp
+    max_image_pixels: int = 100_000_000  # a larger image is refused by name (a JPEG counts after DCT scaling)
+    duplicates: str = "warn"  # byte-identical files across train / validation / test: warn | refuse
     # demo generator knobs (ignored by folder data)
     demo_per_class: Dict[str, int] = field(default_factory=dict)
 

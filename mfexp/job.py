@@ -53,7 +53,8 @@ def load_data(d) -> data_mod.Splits:
         root = d.root
     else:
         raise ConfigError(f"data.kind={d.kind}: use demo or folder")
-    return data_mod.load_splits(str(root), d.image_size, d.channels, d.val_fraction, d.test_fraction, d.seed, d.good_class)
+    return data_mod.load_splits(str(root), d.image_size, d.channels, d.val_fraction, d.test_fraction, d.seed, d.good_class,
+                                d.max_image_pixels, d.duplicates)
 
 
 def build(node, what: str):

@@ -13,6 +13,7 @@ TAG_ROLE = "mfexp.role"  # baseline | candidate | final | reference | sweep | ga
 TAG_FINGERPRINT = "mfexp.fingerprint"  # sha256 of the dataset (mfexp/data.py)
 TAG_POLICY = "mfexp.policy"  # three-word policy name (mfexp/policy_names.py)
 TAG_ENGINE = "mfexp.engine_version"
+TAG_CLASS_NAMES = "mfexp.class_names"  # JSON {key name: class name} of the classes mfexp.names renamed in metric keys
 
 # ------------------------------------------------------------------ a sweep's candidates (set by the sweeper
 # through ``tracking.tags.<short name>``; mfexp/run.py logs a key without a dot as ``mfexp.<key>``)

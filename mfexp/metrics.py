@@ -11,11 +11,14 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, log_loss, precision_recall_fscore_support
 
+from mfexp.names import key_names
+
 
 def classification_metrics(y_true: np.ndarray, prob: np.ndarray, classes: Sequence[str], prefix: str = "test_") -> dict[str, float]:
     """Loss, accuracy, error rate, macro F1 and per-class precision/recall/support.
 
-    Per-class keys carry the class name (``test_recall/scratch``) so the MLflow UI groups them.
+    Per-class keys carry the class name (``test_recall/scratch``) so the MLflow UI groups them, as
+    `mfexp.names.key_names` makes it safe for every MLflow store (``test_recall/scratch_minor-5c0d5a``).
     """
     labels = np.arange(len(classes))
     prob = prob / prob.sum(axis=1, keepdims=True)  # float32 softmax rounding; sklearn wants rows summing to 1
@@ -28,18 +31,22 @@ def classification_metrics(y_true: np.ndarray, prob: np.ndarray, classes: Sequen
         f"{prefix}error_rate": float(1.0 - acc),
         f"{prefix}macro_f1": float(f1_score(y_true, y_pred, labels=labels, average="macro", zero_division=0)),
     }
-    for c, pi, ri, si in zip(classes, p, r, s):
+    safe = key_names(classes)
+    for c, pi, ri, si in zip((safe[c] for c in classes), p, r, s):
         out[f"{prefix}precision/{c}"] = float(pi)
         out[f"{prefix}recall/{c}"] = float(ri)
         out[f"{prefix}support/{c}"] = float(si)
     return out
 
 
-def predictions_frame(y_true: np.ndarray, prob: np.ndarray, classes: Sequence[str]) -> pd.DataFrame:
-    """One row per test example: true label, predicted label and each class's probability."""
+def predictions_frame(y_true: np.ndarray, prob: np.ndarray, classes: Sequence[str], paths: Sequence[str] = ()) -> pd.DataFrame:
+    """One row per example: its file (``path``, relative to the data folder, when ``paths`` are given),
+    true label, predicted label and each class's probability (columns ``prob/<class>``, original names)."""
     df = pd.DataFrame(prob, columns=[f"prob/{c}" for c in classes])
     df.insert(0, "y_pred", prob.argmax(axis=1))
     df.insert(0, "y_true", y_true)
+    if len(paths):
+        df.insert(0, "path", list(paths))
     return df
 
 

@@ -1,6 +1,7 @@
 """One tracked training run: `mfexp.job` prepares and trains, this module logs it to MLflow. Returns validation loss."""
 from __future__ import annotations
 
+import json
 import logging
 import tempfile
 import time
@@ -12,7 +13,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 import mfexp
-from mfexp import density, keys, tracking
+from mfexp import density, keys, names, tracking
 from mfexp.job import execute, prepare
 from mfexp.metrics import classification_metrics, confusion_figure, predictions_frame
 from mfexp.model import Probabilities
@@ -26,28 +27,31 @@ def run(cfg: DictConfig) -> float:
     t, d, splits, train_set, name = cfg.trainer, cfg.data, job.splits, job.train_set, job.name
     classes = list(splits.classes)
 
-    exp_id = tracking.setup(cfg.tracking.uri, cfg.tracking.store_dir, cfg.tracking.experiment)
-    fit = fit_source(t.refit_from, job) if t.refit_from else None  # checked before the run opens, too
     tags = {
         keys.TAG_ROLE: cfg.tracking.role,
         keys.TAG_FINGERPRINT: splits.fingerprint,
         keys.TAG_POLICY: name,
         keys.TAG_ENGINE: mfexp.__version__,
         **{(k if "." in k else f"{keys.PREFIX}{k}"): str(v) for k, v in cfg.tracking.tags.items()},
-        **({keys.TAG_FROM_CANDIDATE: t.refit_from} if fit else {}),
+        **({keys.TAG_FROM_CANDIDATE: t.refit_from} if t.refit_from else {}),
     }
+    renamed = {v: k for k, v in names.key_names(classes).items() if k != v}  # shown in the UI beside the metrics
+    if renamed and len(json.dumps(renamed, ensure_ascii=False)) <= names.MAX_TAG_VALUE:
+        tags[keys.TAG_CLASS_NAMES] = json.dumps(renamed, ensure_ascii=False)
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    params = {k: str(v)[:names.MAX_PARAM_VALUE] for k, v in tracking.flatten(resolved).items()}
+    params.update({**job.policy.params(), **({"policy.synthetic.r": job.r} if job.synth is not None else {})})
+    names.check_run_keys(params, tags)  # what MLflow would refuse fails here, before the run opens
+    exp_id = tracking.setup(cfg.tracking.uri, cfg.tracking.store_dir, cfg.tracking.experiment)
+    fit = fit_source(t.refit_from, job) if t.refit_from else None  # checked before the run opens, too
     log.info("run %s: policy %s on %d train / %d val / %d test images (%s), experiment %s",
              cfg.tracking.role, name, len(train_set), len(splits.val), len(splits.test), ", ".join(classes), exp_id)
     with tracking.tracked_run(cfg.tracking.run_name or name, tags, cfg.tracking.parent_run_id) as active:
-        resolved = OmegaConf.to_container(cfg, resolve=True)
-        mlflow.log_params({k: str(v)[:6000] for k, v in tracking.flatten(resolved).items()})
-        params = job.policy.params()
-        if job.synth is not None:
-            params["policy.synthetic.r"] = job.r
         mlflow.log_params(params)
         mlflow.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
         mlflow.log_dict(job.policy.describe(), "policy.json")
-        mlflow.log_dict({"classes": classes, "good_class": splits.good_class, "fingerprint": splits.fingerprint,
+        mlflow.log_dict({"classes": classes, "key_names": names.key_names(classes), **splits.intake,
+                         "good_class": splits.good_class, "fingerprint": splits.fingerprint,
                          "image_size": d.image_size, "channels": int(train_set.images.shape[-1]),
                          "counts": {"train": train_set.counts(), "val": splits.val.counts(), "test": splits.test.counts()}},
                         "dataset.json")
@@ -68,13 +72,13 @@ def run(cfg: DictConfig) -> float:
         mlflow.log_metrics({**fitted, **({"refit_epochs": trained.refit_epochs, "refit_seconds": trained.refit_seconds}
                                          if trained.refit_epochs else {})})
         with tempfile.TemporaryDirectory() as tmp:  # the first fit's, before any refit: what validation saw
-            predictions_frame(trained.val_labels, trained.val_prob, classes).to_csv(Path(tmp) / keys.VAL_PREDICTIONS, index=False)
+            predictions_frame(trained.val_labels, trained.val_prob, classes, splits.val.paths).to_csv(Path(tmp) / keys.VAL_PREDICTIONS, index=False)
             mlflow.log_artifact(str(Path(tmp) / keys.VAL_PREDICTIONS))
         if t.evaluate_test:
             prob, yt = trained.test_prob, trained.test_labels
             mlflow.log_metrics(classification_metrics(yt, prob, classes, prefix="test_"))
             with tempfile.TemporaryDirectory() as tmp:
-                predictions_frame(yt, prob, classes).to_csv(Path(tmp) / "test_predictions.csv", index=False)
+                predictions_frame(yt, prob, classes, splits.test.paths).to_csv(Path(tmp) / "test_predictions.csv", index=False)
                 mlflow.log_artifact(str(Path(tmp) / "test_predictions.csv"))
             fig = confusion_figure(yt, prob.argmax(1), classes, title=f"{cfg.tracking.role}: {name}")
             mlflow.log_figure(fig, "confusion_matrix.png")

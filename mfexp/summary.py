@@ -8,6 +8,7 @@ import numpy as np
 from sklearn.metrics import f1_score
 
 from mfexp.metrics import classification_metrics
+from mfexp.names import key_names
 
 LOCAL_UI = "http://127.0.0.1:5000"  # where `mlflow ui` serves by default
 
@@ -63,9 +64,10 @@ def verdict(
     else:
         lines.append(f"best epoch {best_epoch} of {epochs_run} (the weights tested)")
 
-    rows = []
+    rows, safe = [], key_names(classes)
     for c in classes:
-        p, r, s = m[f"precision/{c}"], m[f"recall/{c}"], int(m[f"support/{c}"])
+        k = safe[c]
+        p, r, s = m[f"precision/{k}"], m[f"recall/{k}"], int(m[f"support/{k}"])
         f1 = 2 * p * r / (p + r) if p + r > 0 else 0.0
         rows.append((r, f1, c, p, s))
     rows.sort(key=lambda row: (row[0], row[1], row[2]))  # worst recall first, then worst F1

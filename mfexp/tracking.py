@@ -1,7 +1,9 @@
 """MLflow plumbing: where the store is, the experiment, and runs that always end in a final state.
 
 Default store: SQLite plus an artifact folder inside ``mlruns/``, both absolute, so Hydra's
-per-job output folders never move them. ``$MLFLOW_TRACKING_URI`` or ``tracking.uri`` point at a
+per-job output folders never move them. Processes that open a new SQLite store at once (shell ``&``,
+a SLURM array, a joblib launcher) take turns through a file lock beside the database
+(``mlflow.db.lock``), so its schema is created and migrated once. ``$MLFLOW_TRACKING_URI`` or ``tracking.uri`` point at a
 server instead. Tag and metric keys live in ``mfexp.keys``; the run tags are re-exported here.
 """
 from __future__ import annotations
@@ -37,8 +39,13 @@ def setup(uri: str | None, store_dir: str | Path, experiment: str) -> str:
     import os
 
     uri = resolve_uri(uri, store_dir)
+    lock = contextlib.nullcontext()
     if uri.startswith("sqlite:///"):
-        Path(uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+        db = Path(uri[len("sqlite:///"):])
+        db.parent.mkdir(parents=True, exist_ok=True)
+        from filelock import FileLock
+
+        lock = FileLock(f"{db}.lock", timeout=600)  # MLflow's schema creation is not safe against a second process
     # mlflow.set_tracking_uri also exports $MLFLOW_TRACKING_URI; left there, resolve_uri would take
     # it for the user's choice and every later run in this process (or its children) would ignore
     # its own tracking.store_dir. Keep the environment as the user set it.
@@ -48,6 +55,13 @@ def setup(uri: str | None, store_dir: str | Path, experiment: str) -> str:
         os.environ.pop("MLFLOW_TRACKING_URI", None)
     else:
         os.environ["MLFLOW_TRACKING_URI"] = user_env
+    with lock:  # the first MLflow call here creates (or migrates) the store's schema
+        exp_id = _experiment(uri, experiment)
+    mlflow.set_experiment(experiment_id=exp_id)
+    return exp_id
+
+
+def _experiment(uri: str, experiment: str) -> str:
     exp = mlflow.get_experiment_by_name(experiment)
     if exp is None:
         location = None
@@ -62,7 +76,6 @@ def setup(uri: str | None, store_dir: str | Path, experiment: str) -> str:
             exp_id = exp.experiment_id
     else:
         exp_id = exp.experiment_id
-    mlflow.set_experiment(experiment_id=exp_id)
     return exp_id
 
 

@@ -124,8 +124,11 @@ def test_good_class(tmp_path):
 
 def test_too_few_images_to_split(tmp_path):
     write_tree(tmp_path, {"a": 2, "b": 2})
-    with pytest.raises(DataError, match="too few images"):
+    with pytest.raises(DataError, match="class 'a' has 2 image"):  # tests/test_intake.py: the rule for small classes
         load(tmp_path)
+    write_tree(tmp_path, {"a": 30, "b": 30})
+    with pytest.raises(DataError, match="too few images"):
+        load(tmp_path, test_fraction=0.99)
 
 
 def test_truncated_image_is_named(tmp_path):

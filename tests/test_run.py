@@ -90,7 +90,8 @@ def test_test_metrics_equal_sklearn_on_logged_predictions(tracked):
     csv = _download(tracked.client, tracked.run_id, "test_predictions.csv", tracked.tmp)
     df = pd.read_csv(csv)
     classes = list(tracked.splits.classes)
-    assert list(df.columns) == ["y_true", "y_pred", *(f"prob/{c}" for c in classes)]
+    assert list(df.columns) == ["path", "y_true", "y_pred", *(f"prob/{c}" for c in classes)]
+    assert list(df["path"]) == list(tracked.splits.test.paths)  # each row's file, relative to the data folder
     y, prob = df["y_true"].to_numpy(), df[[f"prob/{c}" for c in classes]].to_numpy()
     assert np.array_equal(y, tracked.splits.test.labels)  # every test image, in order
     assert np.array_equal(df["y_pred"].to_numpy(), prob.argmax(1))

@@ -239,8 +239,8 @@ def per_class(data: SweepData, boot: Bootstrap, metric: str, path: Path) -> Path
     """``metric`` is "recall" or "precision": bars baseline vs optimal, then deltas with intervals."""
     _theme()
     classes = data.classes
-    base = [data.baseline.metric(f"test_{metric}/{c}") for c in classes]
-    best = [data.best.metric(f"test_{metric}/{c}") for c in classes]
+    base = [data.baseline.metric(data.class_key(metric, c)) for c in classes]
+    best = [data.best.metric(data.class_key(metric, c)) for c in classes]
     ci = boot.recall_delta if metric == "recall" else boot.precision_delta
     delta = np.array(best) - np.array(base)
     width = max(7.0, 1.2 * len(classes) + 2)

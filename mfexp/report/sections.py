@@ -195,10 +195,10 @@ def _recall_precision(pg: Page) -> None:
         add(f'<table><tr><th>class</th><th class="num">support</th><th class="num">baseline</th><th class="num">optimal</th>'
             f'<th class="num">Δ</th><th class="num">{boot.level:.0%} CI of Δ</th></tr>')
         for c in data.classes:
-            key = f"test_{metric}/{c}"
+            key = data.class_key(metric, c)
             d = best.metric(key) - base.metric(key)
             cls = "good" if ci[c].low > 0 else "bad" if ci[c].high < 0 else ""
-            add(f"<tr><td>{escape(c)}</td>{w.metric(b_id, f'test_support/{c}', lambda v: f'{v:.0f}')}"
+            add(f"<tr><td>{escape(c)}</td>{w.metric(b_id, data.class_key('support', c), lambda v: f'{v:.0f}')}"
                 f"{w.metric(b_id, key)}{w.metric(o_id, key)}{w.derived(f'delta/{key}', d, pp(d), 'num ' + cls)}"
                 f'<td class="num">{escape(ci_pp(ci[c]))}</td></tr>')
         add("</table>")

@@ -8,6 +8,7 @@ import numpy as np
 from mlflow.entities import Run
 
 from mfexp import keys
+from mfexp.names import class_key
 
 FULL_ROLES = ("baseline", "final", "reference")
 ROLE_LABELS = {"baseline": "baseline (no policy)", "final": "searched policy", "reference": "TrivialAugment reference"}
@@ -170,6 +171,10 @@ class SweepData:
     @property
     def classes(self) -> list[str]:
         return self.baseline.classes
+
+    def class_key(self, metric: str, cls: str) -> str:
+        """The MLflow key of a per-class test metric, ``test_<metric>/<class>`` as `mfexp.names` makes class names safe."""
+        return class_key(f"test_{metric}/", cls, self.classes)
 
     @property
     def engine_version(self) -> str:

@@ -1,7 +1,6 @@
 """The GAN's MLflow side: finding a trained generator by its key, loading it, and small logging helpers."""
 from __future__ import annotations
 
-import re
 import tempfile
 import time
 
@@ -43,10 +42,6 @@ def load_generator(run_id: str, device: torch.device) -> tuple[Generator, list[s
     net = Generator(arch["latent_dim"], len(names), arch["width"], arch["image_size"], arch["channels"])
     net.load_state_dict(ckpt["state_dict"])
     return net.to(device).eval(), names
-
-
-def safe(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]", "_", name)
 
 
 def now() -> int:

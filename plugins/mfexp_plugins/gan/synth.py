@@ -24,6 +24,7 @@ from mlflow.entities import Metric, RunStatus
 
 from mfexp import keys
 from mfexp.errors import ConfigError, DataError
+from mfexp.names import MAX_PARAM_VALUE, key_names
 from mfexp_plugins import fid
 
 from . import quality, store
@@ -85,7 +86,7 @@ class GanSynth:
         for name, k in counts.items():
             out_x.append(sample(gen_net, gen_classes.index(name), k, self.settings.latent_dim, self.settings.noise_scale, rng, device))
             out_y.append(np.full(k, classes.index(name), np.int64))
-        self._annotate_caller(client, run.info.run_id, counts)
+        self._annotate_caller(client, run.info.run_id, counts, key_names(classes))
         return np.concatenate(out_x), np.concatenate(out_y)
 
     def key(
@@ -159,7 +160,7 @@ class GanSynth:
         fingerprint: str,
         device: torch.device,
     ) -> str:
-        idx = [classes.index(k) for k in chosen]
+        idx, safe = [classes.index(k) for k in chosen], key_names(classes)  # class names as MLflow keys take them
         mask = np.isin(labels, idx)
         to_gan = np.full(len(classes), -1, np.int64)
         to_gan[idx] = np.arange(len(idx))  # the GAN's class i is chosen[i]
@@ -175,12 +176,12 @@ class GanSynth:
                 "gan.version": GAN_VERSION,
                 "gan.image_size": x.shape[1],
                 "gan.channels": x.shape[3],
-                "gan.classes": ",".join(chosen),
+                "gan.classes": ",".join(chosen)[:MAX_PARAM_VALUE],
                 "gan.n_real": len(x),
                 "gan.device": str(device),
                 "gan.fid_features": fid.FEATURE_SPACE,
                 "gan.fid_steps": self.settings.fid_steps,
-                **{f"gan.count.{store.safe(k)}": int((y == i).sum()) for i, k in enumerate(chosen)},
+                **{f"gan.count.{safe[k]}": int((y == i).sum()) for i, k in enumerate(chosen)},
             })
             for name, value in params.items():
                 client.log_param(run_id, name, value)
@@ -196,7 +197,7 @@ class GanSynth:
                 grid_rng = torch.Generator().manual_seed(self.settings.train_seed)
                 for i, k in enumerate(chosen):
                     grid = sample(net, i, 64, self.settings.latent_dim, 1.0, grid_rng, device)
-                    quality.save_grid(grid, out / "samples" / f"{store.safe(k)}.png")
+                    quality.save_grid(grid, out / "samples" / f"{safe[k]}.png")
                 scores = quality.frechet_distances(self.settings, net, x, y, images, labels, device)
                 (out / "quality").mkdir()
                 quality.save_quality_figure(losses, scores, out / "quality" / "gan_quality.png")
@@ -214,13 +215,14 @@ class GanSynth:
     ) -> tuple[Generator, dict[str, list[float]]]:
         return train(self.settings, x, y, n_classes, device, log)
 
-    def _annotate_caller(self, client: mlflow.MlflowClient, gan_run_id: str, counts: dict[str, int]) -> None:
+    def _annotate_caller(self, client: mlflow.MlflowClient, gan_run_id: str, counts: dict[str, int],
+                         safe: dict[str, str]) -> None:
         """Record on the caller's run which generator made its synthetic images, and how many per class."""
         caller = mlflow.active_run()
         if caller is None:
             return
         client.set_tag(caller.info.run_id, keys.TAG_GAN_RUN, gan_run_id)
-        metrics = {f"synth.count.{store.safe(k)}": n for k, n in counts.items()} | {"synth.count": sum(counts.values())}
+        metrics = {f"synth.count.{safe[k]}": n for k, n in counts.items()} | {"synth.count": sum(counts.values())}
         client.log_batch(caller.info.run_id, metrics=[Metric(k, float(v), store.now(), 0) for k, v in metrics.items()])
 
 
