@@ -222,6 +222,7 @@ def _default_sweep(tmp_path, mlflow_store, data: list[str]):
     """The default search (density proposes, full training disposes) at tiny size; returns runs by role, sweep, report."""
     tiny = [o for o in TINY_TRAIN if not o.startswith(("trainer.epochs", "trainer.batch_size"))]
     proc = mfexp_cli(["-m", "trainer.log_model=false", f"hydra.sweep.dir={tmp_path / 'm'}", *tiny,
+                      "search.density_repeats=1", "search.density_magnitudes=[0.5,1.0]",  # 20 probes, one pass each
                       "trainer.batch_size=16", *data, *mlflow_store.overrides], tmp_path, ENV, timeout=900)
     output = proc.stdout + proc.stderr
     assert proc.returncode == 0, output[-5000:]
