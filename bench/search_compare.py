@@ -340,7 +340,8 @@ def summarize(results: dict, columns: list[str], methods: list[str], rule: str =
                                                  "wall_seconds": x.get("wall_seconds", x.get("seconds", 0.0))})
         for m in methods:
             if m == "default" and m in r:
-                for name, x in r[m]["proposals"].items():  # the first fit's test error: every candidate has one
+                for name, x in [("none", r["none"]), ("trivial", r["trivial"]), *r[m]["proposals"].items()]:
+                    # the first fit's test error (before any refit): every policy has one
                     rows.setdefault(f"{name} (no refit)", []).append({"test_error": x.get("fit_test_error"), "cost_multiple": 0.0,
                                                                       "wall_seconds": x.get("fit_seconds", 0.0)})
                 d = delivered(r, rule)
