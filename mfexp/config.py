@@ -73,6 +73,14 @@ class TrackingConfig:
 
 
 @dataclass
+class InspectionConfig:
+    """Defect-vs-good decisions (mfexp/inspection.py) and the gallery of mistakes (mfexp/gallery.py)."""
+
+    target_escape_rate: float = 0.01  # the defect threshold lets at most this share of validation's defective parts pass
+    gallery_size: int = 48  # test mistakes pictured per run (mistakes.png / .npz), worst first; 0: none
+
+
+@dataclass
 class AugmentConfig:
     """A policy: ``techniques`` maps a technique key to a `_target_` config with ``m`` and ``rr``."""
 
@@ -104,6 +112,7 @@ class Config:
     synth: Any = MISSING
     trainer: TrainerConfig = MISSING
     tracking: TrackingConfig = MISSING
+    inspection: InspectionConfig = MISSING
     search: Any = None  # policy-search settings, read by the sweeper (conf/search, hydra_plugins/mfexp_sweeper)
     probe: ProbeConfig = field(default_factory=ProbeConfig)
     report: Any = None  # what the sweeper calls when a sweep ends: a `_target_` and its options (conf/report)
@@ -117,6 +126,7 @@ def register_configs() -> None:
     cs.store(group="model", name="model_schema", node=ModelConfig)
     cs.store(group="trainer", name="trainer_schema", node=TrainerConfig)
     cs.store(group="tracking", name="tracking_schema", node=TrackingConfig)
+    cs.store(group="inspection", name="inspection_schema", node=InspectionConfig)
     cs.store(group="augment", name="augment_schema", node=AugmentConfig)
     cs.store(group="synth", name="synth_schema", node=SynthConfig)
     # synth/gan_schema is the GAN plugin's own (plugins/hydra_plugins/mfexp_plugins_conf); search_schema the

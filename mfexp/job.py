@@ -75,6 +75,11 @@ def check(cfg: DictConfig) -> None:
         raise ConfigError(f"trainer.batch_size={t.batch_size}: must be a positive integer")
     if t.checkpoint not in CHECKPOINTS:  # fit checks it too; here it fails before any run opens
         raise ConfigError(f"trainer.checkpoint={t.checkpoint}: use {' or '.join(CHECKPOINTS)}")
+    i = cfg.inspection
+    if not 0 <= i.target_escape_rate < 1:
+        raise ConfigError(f"inspection.target_escape_rate={i.target_escape_rate}: must be in [0, 1), e.g. 0.01 for 1 %")
+    if i.gallery_size < 0:
+        raise ConfigError(f"inspection.gallery_size={i.gallery_size}: must be 0 (no gallery) or more")
 
 
 @dataclass
