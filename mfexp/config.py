@@ -58,7 +58,8 @@ class TrainerConfig:
     channels_last: str = "auto"  # auto (on CUDA) | true | false
     evaluate_test: bool = True  # screening candidates never touch the test split
     log_model: bool = True
-    progress: bool = True
+    progress: str = "auto"  # auto (bar on a terminal, else lines) | bar | lines (a log line per epoch) | off; true = auto, false = lines
+    progress_interval: float = 60.0  # lines: within an epoch, a line per this many seconds (0: epoch lines only)
 
 
 @dataclass

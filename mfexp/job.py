@@ -34,6 +34,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from mfexp import data as data_mod
+from mfexp import progress
 from mfexp.demo import default_cache_dir, make_demo
 from mfexp.errors import ConfigError, MfexpError
 from mfexp.loader import default_workers, make_loader
@@ -75,6 +76,7 @@ def check(cfg: DictConfig) -> None:
         raise ConfigError(f"trainer.batch_size={t.batch_size}: must be a positive integer")
     if t.checkpoint not in CHECKPOINTS:  # fit checks it too; here it fails before any run opens
         raise ConfigError(f"trainer.checkpoint={t.checkpoint}: use {' or '.join(CHECKPOINTS)}")
+    progress.check(t.progress)
     i = cfg.inspection
     if not 0 <= i.target_escape_rate < 1:
         raise ConfigError(f"inspection.target_escape_rate={i.target_escape_rate}: must be in [0, 1), e.g. 0.01 for 1 %")
@@ -180,7 +182,8 @@ def train(cfg: DictConfig, model: torch.nn.Module, train_set: data_mod.ImageSet,
         model.to(memory_format=torch.channels_last)
     initial = copy.deepcopy(model.state_dict()) if t.refit else None
     start = time.perf_counter()
-    hist = fit(model, train_loader, val_loader, policy, len(train_set.classes), t, device, channels_last, on_epoch)
+    hist = fit(model, train_loader, val_loader, policy, len(train_set.classes), t, device, channels_last,
+               progress.epoch_lines(on_epoch, t.progress, "epoch", t.epochs))
     seconds = time.perf_counter() - start
     trained = Trained(model, hist, device, channels_last, seconds, len(hist.val_loss) * len(train_loader) * t.batch_size / seconds)
     trained.val_prob, trained.val_labels = predict(model, val_loader, device, channels_last)
@@ -197,7 +200,8 @@ def train(cfg: DictConfig, model: torch.nn.Module, train_set: data_mod.ImageSet,
         start = time.perf_counter()
         fit(model, make_loader(both, t.batch_size, train=True, pipeline=pipeline, num_workers=workers, seed=t.seed),
             val_loader, policy, len(train_set.classes), refit_cfg, device, channels_last,
-            lambda e, ms: on_epoch(e, {"refit_train_loss": ms["train_loss"]}))
+            progress.epoch_lines(lambda e, ms: on_epoch(e, {"refit_train_loss": ms["train_loss"]}), t.progress,
+                                 "refit epoch", epochs))
         trained.refit_epochs, trained.refit_seconds = epochs, time.perf_counter() - start
     return trained
 
