@@ -197,11 +197,11 @@ def train(cfg: DictConfig, model: torch.nn.Module, train_set: data_mod.ImageSet,
         both = data_mod.ImageSet(np.concatenate([train_set.images, val_set.images]),
                                  np.concatenate([train_set.labels, val_set.labels]), train_set.classes)
         model.load_state_dict(initial)
+        refit_epoch = progress.epoch_lines(on_epoch, t.progress, "refit epoch", epochs)  # validation is trained on now
         start = time.perf_counter()
         fit(model, make_loader(both, t.batch_size, train=True, pipeline=pipeline, num_workers=workers, seed=t.seed),
             val_loader, policy, len(train_set.classes), refit_cfg, device, channels_last,
-            progress.epoch_lines(lambda e, ms: on_epoch(e, {"refit_train_loss": ms["train_loss"]}), t.progress,
-                                 "refit epoch", epochs))
+            lambda e, ms: refit_epoch(e, {"refit_train_loss": ms["train_loss"]}))
         trained.refit_epochs, trained.refit_seconds = epochs, time.perf_counter() - start
     return trained
 

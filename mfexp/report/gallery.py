@@ -103,8 +103,8 @@ def section(pg: Page) -> None:
         add(f"<p>The optimal model is the baseline: it gets {int(b_wrong.sum())} of {len(y)} test images wrong.</p>")
     else:
         add(f"<p>The optimal model gets {int(o_wrong.sum())} of {len(y)} test images wrong, the baseline "
-            f"{int(b_wrong.sum())}: the optimal model fixed {fixed} of the baseline's mistakes and made {new} new ones "
-            f"(images the baseline got right); {int((o_wrong & b_wrong).sum())} are wrong for both.</p>")
+            f"{int(b_wrong.sum())}: the optimal model fixed {fixed} of the baseline's mistakes and made {new} new "
+            f"mistake(s) on images the baseline got right; {int((o_wrong & b_wrong).sum())} are wrong for both.</p>")
     pg.gallery = {"optimal_wrong": int(o_wrong.sum()), "baseline_wrong": int(b_wrong.sum()), "fixed": fixed, "new": new}
     captions = {OPTIMAL: "The optimal model's mistakes, worst first: escapes, then false rejects, then a defect given "
                          "the wrong defect class; within each, the most confident first. <b>NEW</b> marks an image "
