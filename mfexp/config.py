@@ -63,7 +63,8 @@ class TrainerConfig:
     channels_last: str = "auto"  # auto (on CUDA) | true | false
     evaluate_test: bool = True  # screening candidates never touch the test split
     log_model: bool = True
-    progress: bool = True
+    progress: str = "auto"  # auto (bar on a terminal, else lines) | bar | lines (a log line per epoch) | off; true = auto, false = lines
+    progress_interval: float = 60.0  # lines: within an epoch, a line per this many seconds (0: epoch lines only)
 
 
 @dataclass
@@ -75,6 +76,14 @@ class TrackingConfig:
     role: str = "baseline"  # baseline | candidate | final | reference (set by the sweeper)
     parent_run_id: Optional[str] = None  # the sweep run; set by the sweeper
     tags: Dict[str, str] = field(default_factory=dict)  # extra run tags; a key without a dot is logged as mfexp.<key>
+
+
+@dataclass
+class InspectionConfig:
+    """Defect-vs-good decisions (mfexp/inspection.py) and the gallery of mistakes (mfexp/gallery.py)."""
+
+    target_escape_rate: float = 0.01  # the defect threshold lets at most this share of validation's defective parts pass
+    gallery_size: int = 48  # test mistakes pictured per run (mistakes.png / .npz), worst first; 0: none
 
 
 @dataclass
@@ -109,6 +118,7 @@ class Config:
     synth: Any = MISSING
     trainer: TrainerConfig = MISSING
     tracking: TrackingConfig = MISSING
+    inspection: InspectionConfig = MISSING
     search: Any = None  # policy-search settings, read by the sweeper (conf/search, hydra_plugins/mfexp_sweeper)
     probe: ProbeConfig = field(default_factory=ProbeConfig)
     report: Any = None  # what the sweeper calls when a sweep ends: a `_target_` and its options (conf/report)
@@ -122,6 +132,7 @@ def register_configs() -> None:
     cs.store(group="model", name="model_schema", node=ModelConfig)
     cs.store(group="trainer", name="trainer_schema", node=TrainerConfig)
     cs.store(group="tracking", name="tracking_schema", node=TrackingConfig)
+    cs.store(group="inspection", name="inspection_schema", node=InspectionConfig)
     cs.store(group="augment", name="augment_schema", node=AugmentConfig)
     cs.store(group="synth", name="synth_schema", node=SynthConfig)
     # synth/gan_schema is the GAN plugin's own (plugins/hydra_plugins/mfexp_plugins_conf); search_schema the

@@ -34,6 +34,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from mfexp import data as data_mod
+from mfexp import progress
 from mfexp.demo import default_cache_dir, make_demo
 from mfexp.errors import ConfigError, MfexpError
 from mfexp.loader import default_workers, make_loader
@@ -76,6 +77,12 @@ def check(cfg: DictConfig) -> None:
         raise ConfigError(f"trainer.batch_size={t.batch_size}: must be a positive integer")
     if t.checkpoint not in CHECKPOINTS:  # fit checks it too; here it fails before any run opens
         raise ConfigError(f"trainer.checkpoint={t.checkpoint}: use {' or '.join(CHECKPOINTS)}")
+    progress.check(t.progress)
+    i = cfg.inspection
+    if not 0 <= i.target_escape_rate < 1:
+        raise ConfigError(f"inspection.target_escape_rate={i.target_escape_rate}: must be in [0, 1), e.g. 0.01 for 1 %")
+    if i.gallery_size < 0:
+        raise ConfigError(f"inspection.gallery_size={i.gallery_size}: must be 0 (no gallery) or more")
 
 
 @dataclass
@@ -187,7 +194,8 @@ def train(cfg: DictConfig, model: torch.nn.Module, train_set: data_mod.ImageSet,
         model.to(memory_format=torch.channels_last)
     initial = copy.deepcopy(model.state_dict()) if t.refit else None
     start = time.perf_counter()
-    hist = fit(model, train_loader, val_loader, policy, len(train_set.classes), t, device, channels_last, on_epoch)
+    hist = fit(model, train_loader, val_loader, policy, len(train_set.classes), t, device, channels_last,
+               progress.epoch_lines(on_epoch, t.progress, "epoch", t.epochs))
     seconds = time.perf_counter() - start
     trained = Trained(model, hist, device, channels_last, seconds, len(hist.val_loss) * len(train_loader) * t.batch_size / seconds)
     trained.val_prob, trained.val_labels = predict(model, val_loader, device, channels_last)
@@ -216,10 +224,11 @@ def refit(cfg: DictConfig, model: torch.nn.Module, train_set: data_mod.ImageSet,
     refit_cfg = OmegaConf.merge(t, {"epochs": epochs, "early_stopping_patience": 0, "checkpoint": "last"})
     both = data_mod.ImageSet(np.concatenate([train_set.images, val_set.images]),
                              np.concatenate([train_set.labels, val_set.labels]), train_set.classes)
+    refit_epoch = progress.epoch_lines(on_epoch, t.progress, "refit epoch", epochs)  # validation is trained on now
     start = time.perf_counter()
     fit(model, make_loader(both, t.batch_size, train=True, pipeline=pipeline, num_workers=workers, seed=t.seed),
         make_loader(val_set, t.batch_size * 2, train=False), policy, len(train_set.classes), refit_cfg, device,
-        channels_last, lambda e, ms: on_epoch(e, {"refit_train_loss": ms["train_loss"]}))
+        channels_last, lambda e, ms: refit_epoch(e, {"refit_train_loss": ms["train_loss"]}))
     return time.perf_counter() - start
 
 

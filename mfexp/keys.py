@@ -71,6 +71,16 @@ TEST_MACRO_F1 = "test_macro_f1"
 VAL_PREDICTIONS = "val_predictions.csv"  # the first fit's validation predictions (before any refit), every run
 DENSITY_ARTIFACT = "density.json"  # density matching's probe scores (mfexp/density.py), on a density search's baseline
 
+# ------------------------------------------------------------------ inspection: defect vs good (mfexp/inspection.py, mfexp/gallery.py)
+ESCAPE_RATE = "escape_rate"  # test_escape_rate: defective parts called good / defective parts (argmax decision)
+FALSE_REJECT_RATE = "false_reject_rate"  # test_false_reject_rate: good parts flagged / good parts
+AT_THRESHOLD = "_at_threshold"  # suffix: the same rate at the defect threshold (test_escape_rate_at_threshold)
+DEFECT_AUROC = "defect_auroc"  # test_defect_auroc: ROC area of the defect score 1 - P(good)
+DEFECT_AVERAGE_PRECISION = "defect_average_precision"  # test_defect_average_precision
+DEFECT_THRESHOLD = "defect_threshold"  # metric, and the logged model's metadata key: flag when 1 - P(good) >= it
+MISTAKES_PNG = "mistakes.png"  # the gallery of the test images a run gets wrong, worst first
+MISTAKES_NPZ = "mistakes.npz"  # the same mistakes as data: index (test row), images (thumbnails), y_true, y_pred, confidence
+
 # ------------------------------------------------------------------ metrics and params of the sweep run
 SEARCH_CANDIDATES = "search.candidates"
 SEARCH_CANDIDATE_EPOCHS = "search.candidate_epochs"

@@ -10,6 +10,7 @@ and, when the model names a good class, ``defect_score`` = 1 - P(good); when the
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from pathlib import Path
 
@@ -40,12 +41,18 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=64, help="images per forward pass (default: 64)")
     p.add_argument("--max-image-pixels", type=int, default=DEFAULT_MAX_PIXELS,
                    help=f"refuse larger images, as data.max_image_pixels does in training (default: {DEFAULT_MAX_PIXELS})")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--no-progress", action="store_true", help="no progress (else a bar on a terminal, a line per 10 s when stderr is a file)")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    log = logging.getLogger("mfexp")  # progress lines when stderr is not a terminal (mfexp.progress)
+    if not log.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("mfexp: %(message)s"))
+        log.addHandler(handler)
+        log.setLevel(logging.INFO)
     try:
         return run(args)
     except MfexpError as e:
@@ -108,7 +115,8 @@ def image_files(paths: list[Path], skipped: dict[Path, Skipped]) -> list[tuple[P
 def run(args: argparse.Namespace) -> int:
     import pandas as pd
     import torch
-    from tqdm.auto import tqdm
+
+    from mfexp import progress
 
     if args.batch_size < 1:
         raise ConfigError(f"--batch-size {args.batch_size}: must be a positive integer")
@@ -118,23 +126,23 @@ def run(args: argparse.Namespace) -> int:
     model, meta = load_model(uri, args.tracking_uri)
     classes, size, channels = [str(c) for c in meta["classes"]], int(meta["image_size"]), int(meta["channels"])
     paths, probs = [], []
-    with tqdm(total=len(files), unit="img", desc="predict", disable=args.no_progress, file=sys.stderr) as bar:
-        for start in range(0, len(files), args.batch_size):
-            batch = []
-            for f, folder in files[start:start + args.batch_size]:
-                arr = decode(f, size, channels, args.max_image_pixels)
-                if arr is None:
-                    if folder is None:
-                        raise DataError(f"{f}: not an image (Pillow cannot identify it)")
-                    skipped[folder].not_images.append(f.relative_to(folder).as_posix())
-                    continue
-                batch.append(arr)
-                paths.append(str(f))
-            if batch:  # uint8 (N, H, W, C) -> float (N, C, H, W) in [0, 1], as training's to_input
-                x = torch.from_numpy(np.ascontiguousarray(np.stack(batch * (2 if len(batch) == 1 else 1)).transpose(0, 3, 1, 2)))
-                with torch.no_grad():  # a batch of one is sent twice: the exported batch axis starts at 2
-                    probs.append(model(x.float().div_(255)).float().numpy().astype(np.float64)[:len(batch)])
-            bar.update(len(files[start:start + args.batch_size]))
+    starts = range(0, len(files), args.batch_size)  # a bar on a terminal, a line per 10 s in a log (mfexp.progress)
+    for start in progress.bar(starts, f"predict ({len(files)} images, batches of {args.batch_size})",
+                              "off" if args.no_progress else "auto", interval=10.0):
+        batch = []
+        for f, folder in files[start:start + args.batch_size]:
+            arr = decode(f, size, channels, args.max_image_pixels)
+            if arr is None:
+                if folder is None:
+                    raise DataError(f"{f}: not an image (Pillow cannot identify it)")
+                skipped[folder].not_images.append(f.relative_to(folder).as_posix())
+                continue
+            batch.append(arr)
+            paths.append(str(f))
+        if batch:  # uint8 (N, H, W, C) -> float (N, C, H, W) in [0, 1], as training's to_input
+            x = torch.from_numpy(np.ascontiguousarray(np.stack(batch * (2 if len(batch) == 1 else 1)).transpose(0, 3, 1, 2)))
+            with torch.no_grad():  # a batch of one is sent twice: the exported batch axis starts at 2
+                probs.append(model(x.float().div_(255)).float().numpy().astype(np.float64)[:len(batch)])
     for line in filter(None, (s.line(str(arg)) for arg, s in skipped.items())):
         print(f"mfexp: {line}", file=sys.stderr)
     if not paths:

@@ -13,7 +13,8 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 import mfexp
-from mfexp import density, keys, names, tracking
+from mfexp import density, inspection, keys, names, tracking
+from mfexp.gallery import log_gallery
 from mfexp.job import execute, prepare
 from mfexp.metrics import classification_metrics, confusion_figure, predictions_frame
 from mfexp.model import Probabilities
@@ -74,9 +75,19 @@ def run(cfg: DictConfig) -> float:
         with tempfile.TemporaryDirectory() as tmp:  # the first fit's, before any refit: what validation saw
             predictions_frame(trained.val_labels, trained.val_prob, classes, splits.val.paths).to_csv(Path(tmp) / keys.VAL_PREDICTIONS, index=False)
             mlflow.log_artifact(str(Path(tmp) / keys.VAL_PREDICTIONS))
+        good, threshold, insp = inspection.good_index(classes, splits.good_class), None, cfg.inspection
+        if good is not None:  # chosen on the first fit's validation predictions, applied to the delivered model
+            threshold, val_metrics = inspection.validation_threshold(trained.val_labels, trained.val_prob, good,
+                                                                     insp.target_escape_rate)
+            mlflow.log_metrics(val_metrics)
         if t.evaluate_test:
             prob, yt = trained.test_prob, trained.test_labels
             mlflow.log_metrics(classification_metrics(yt, prob, classes, prefix="test_"))
+            if good is not None:
+                mlflow.log_metrics(inspection.inspection_metrics(yt, prob, good, threshold))
+            if insp.gallery_size:
+                log_gallery(splits.test.images, yt, prob, classes, splits.good_class, insp.gallery_size,
+                            f"{cfg.tracking.role}: {name}")
             with tempfile.TemporaryDirectory() as tmp:
                 predictions_frame(yt, prob, classes, splits.test.paths).to_csv(Path(tmp) / "test_predictions.csv", index=False)
                 mlflow.log_artifact(str(Path(tmp) / "test_predictions.csv"))
@@ -86,12 +97,13 @@ def run(cfg: DictConfig) -> float:
 
             plt.close(fig)
         if t.log_model:
-            log_model(trained.model, splits.val.images[:2], model_metadata(job))
+            log_model(trained.model, splits.val.images[:2], model_metadata(job, threshold))
         log.info("%s: val_loss %.4f at epoch %d; MLflow run %s", name, fitted[keys.BEST_VAL_LOSS], fitted["best_epoch"],
                  active.info.run_id)
     if t.evaluate_test:  # after the run closed: the UI shows it FINISHED, and a summary error cannot fail it
         print(verdict(yt, prob, classes, best_epoch=int(fitted["best_epoch"]), epochs_run=int(fitted[keys.EPOCHS_RUN]),
-                      refit_epochs=trained.refit_epochs, run_name=cfg.tracking.run_name or name,
+                      refit_epochs=trained.refit_epochs, good_class=splits.good_class, threshold=threshold,
+                      target_escape_rate=insp.target_escape_rate, run_name=cfg.tracking.run_name or name,
                       run_id=active.info.run_id, experiment_id=exp_id, tracking_uri=mlflow.get_tracking_uri()), flush=True)
     return float(fitted[keys.BEST_VAL_LOSS])
 
@@ -143,17 +155,23 @@ def _density_probe(cfg: DictConfig, job):
     return probe
 
 
-def model_metadata(job) -> dict:
-    """What a user of the logged model needs to feed it images as training did (MLflow model metadata)."""
+def model_metadata(job, defect_threshold: float | None = None) -> dict:
+    """What a user of the logged model needs to feed it images as training did (MLflow model metadata).
+
+    ``defect_threshold`` (with a good class): flag a part defective when ``1 - P(good) >= defect_threshold``."""
     d = job.cfg.data
-    return {"classes": list(job.splits.classes), "good_class": job.splits.good_class, "image_size": int(d.image_size),
+    meta = {"classes": list(job.splits.classes), "good_class": job.splits.good_class, "image_size": int(d.image_size),
             "channels": int(job.train_set.images.shape[-1]), "mfexp_version": mfexp.__version__}
+    if defect_threshold is not None:
+        meta[keys.DEFECT_THRESHOLD] = float(defect_threshold)
+    return meta
 
 
 def log_model(model: torch.nn.Module, example_images: np.ndarray, metadata: dict | None = None) -> None:
     """Log the model as class probabilities over float (N, C, H, W) pixels in [0, 1].
 
-    ``metadata`` (`model_metadata`) is stored in the model's MLmodel file: classes, good class, image size, channels."""
+    ``metadata`` (`model_metadata`) is stored in the model's MLmodel file: classes, good class, image size, channels,
+    defect threshold."""
     from mlflow.models import infer_signature
 
     served = Probabilities(model).cpu().eval()

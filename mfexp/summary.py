@@ -7,6 +7,7 @@ from typing import Sequence
 import numpy as np
 from sklearn.metrics import f1_score
 
+from mfexp import inspection
 from mfexp.metrics import classification_metrics
 from mfexp.names import key_names
 
@@ -21,6 +22,9 @@ def verdict(
     best_epoch: int,
     epochs_run: int,
     refit_epochs: int = 0,
+    good_class: str | None = None,
+    threshold: float | None = None,
+    target_escape_rate: float | None = None,
     run_name: str,
     run_id: str,
     experiment_id: str,
@@ -31,7 +35,8 @@ def verdict(
     ``y_true`` are the test labels, ``prob`` the (N, C) class probabilities, ``best_epoch`` is
     1-based (the epoch whose weights were tested, as logged in MLflow's ``best_epoch``). When the
     model does no better than always predicting the test split's majority class (accuracy or
-    macro-F1 at most that constant guess's), the first line is a WARNING saying so.
+    macro-F1 at most that constant guess's), the first line is a WARNING saying so. One line gives the
+    inspection rates (`inspection_line`) with ``good_class``, or says how to name one.
     """
     y_true = np.asarray(y_true, dtype=np.int64)
     prob = np.asarray(prob, dtype=np.float64)
@@ -64,6 +69,8 @@ def verdict(
     else:
         lines.append(f"best epoch {best_epoch} of {epochs_run} (the weights tested)")
 
+    lines.append(inspection_line(y_true, prob, classes, good_class, threshold, target_escape_rate))
+
     rows, safe = [], key_names(classes)
     for c in classes:
         k = safe[c]
@@ -78,6 +85,33 @@ def verdict(
 
     lines.extend(ui_lines(tracking_uri, experiment_id))
     return "\n".join(lines)
+
+
+def _rate(r: float, n: int, of: int) -> str:
+    return "n/a" if of == 0 else f"{100 * r:.1f} % ({n}/{of})"
+
+
+def inspection_line(y_true: np.ndarray, prob: np.ndarray, classes: Sequence[str], good_class: str | None,
+                    threshold: float | None = None, target_escape_rate: float | None = None) -> str:
+    """One line: escape and false-reject rates at argmax, then at the validation-chosen threshold, and the AUROC.
+
+    An escape is a defective part (true class not ``good_class``) called good; a false reject a good part
+    flagged (`mfexp.inspection`). Without a good class, how to name one instead."""
+    good = inspection.good_index(classes, good_class)
+    if good is None:
+        return ("inspection: no good class, so no escape or false-reject rate: name the defect-free class with "
+                "data.good_class=<class>")
+    d = inspection.defective(y_true, good)
+    a = inspection.rates(d, inspection.argmax_flags(prob, good))
+    text = (f"inspection: escapes {_rate(a.escape_rate, a.escapes, a.defective)}, "
+            f"false rejects {_rate(a.false_reject_rate, a.false_rejects, a.good)}")
+    if threshold is not None:
+        t = inspection.rates(d, inspection.threshold_flags(inspection.defect_scores(prob, good), threshold))
+        target = f" ({100 * target_escape_rate:g} % val target)" if target_escape_rate is not None else ""
+        text += (f"; at threshold {threshold:.3g}{target}: escapes {_rate(t.escape_rate, t.escapes, t.defective)}, "
+                 f"false rejects {_rate(t.false_reject_rate, t.false_rejects, t.good)}")
+    c = inspection.curves(d, inspection.defect_scores(prob, good))
+    return text + (f"; AUROC {c.auroc:.3f}" if c is not None else "")
 
 
 def ui_lines(tracking_uri: str, experiment_id: str) -> list[str]:

@@ -11,8 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
-from tqdm.auto import tqdm
-
+from mfexp import progress
 from mfexp.errors import ConfigError
 
 
@@ -101,7 +100,7 @@ def fit(model: nn.Module, train_loader: DataLoader, val_loader: DataLoader, poli
     for epoch in range(t.epochs):
         model.train()
         total, seen = 0.0, 0
-        bar = tqdm(train_loader, desc=f"epoch {epoch + 1}/{t.epochs}", leave=False, disable=not t.progress)
+        bar = progress.bar(train_loader, f"epoch {epoch + 1}/{t.epochs}", t.progress, t.progress_interval)
         for x, y in bar:
             x = to_input(x, device, channels_last)
             x, target = policy.mix_batch(x, y, num_classes, mix_gen)  # soft targets, mixup/cutmix/smoothing applied

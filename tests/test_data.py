@@ -326,10 +326,12 @@ def test_refit_trains_again_on_train_and_validation(monkeypatch, compose_cfg, ch
     assert len(trained.history.val_loss) == 3  # the history (and objective) is the first fit's
 
 
-def test_progress_bar_goes_to_stderr(capfd):
+def test_progress_bar_goes_to_stderr_and_not_into_a_file(capfd):
     train, val = _toy_loaders()
-    fit(_linear(), train, val, Policy(), 2, _trainer(epochs=1, progress=True), torch.device("cpu"), False)
+    fit(_linear(), train, val, Policy(), 2, _trainer(epochs=1, progress="bar"), torch.device("cpu"), False)
     assert "epoch 1/1" in capfd.readouterr().err
+    fit(_linear(), train, val, Policy(), 2, _trainer(epochs=1, progress="auto"), torch.device("cpu"), False)
+    assert capfd.readouterr().err == ""  # captured stderr is no terminal: no bar (tests/test_progress.py: the lines)
 
 
 def test_device_resolution():

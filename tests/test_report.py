@@ -29,7 +29,7 @@ import mfexp
 from mfexp import tracking
 
 PNGS = ["class_distribution", "parallel_coordinates", "val_loss_waterfall", "recall", "precision", "error_rate",
-        "confusion_matrices"]
+        "confusion_matrices", "inspection_curves", "mistakes_optimal", "mistakes_fixed"]
 TINY = [
     "data.demo_per_class.good=24", "data.demo_per_class.scratch=8", "data.demo_per_class.pit=8",
     "data.demo_per_class.crack=8", "data.demo_per_class.stain=8",
@@ -294,6 +294,90 @@ def test_best_run_rule_and_waterfall_follow_mlflow(report_a, store, sweep_a):
     text = report_a.html.read_text()
     for tech in d.best.settings(d.axes):
         assert f"<td>{tech}</td>" in text
+
+
+# ------------------------------------------------------------------------------------ inspection
+INSPECTION = ("test_escape_rate", "test_false_reject_rate", "defect_threshold", "test_escape_rate_at_threshold",
+              "test_false_reject_rate_at_threshold", "test_defect_auroc", "test_defect_average_precision")
+
+
+def test_inspection_section_shows_both_runs_rates_from_mlflow(report_a):
+    """Section 7 (issue 18): every inspection metric of baseline and optimal, each cell its MLflow metric (the
+    provenance test above checks the values), intervals that hold the point estimates, the curves chart."""
+    d, text = report_a.data, report_a.html.read_text()
+    assert "7. Inspection: escapes and false rejects" in text and "8. Mistakes" in text and "9. Model registry" in text
+    shown = {(c["data-run"], c["data-metric"]) for c in _parse(report_a.html).cells if "data-metric" in c}
+    for ev in (d.baseline, d.best):
+        assert {(ev.run.run_id, k) for k in INSPECTION} <= shown
+    intervals = report_a.payload["inspection"]["intervals"]
+    for role, ev in (("baseline", d.baseline), ("optimal", d.best)):
+        for kind, suffix in (("argmax", ""), ("threshold", "_at_threshold")):
+            for rate in ("escape_rate", "false_reject_rate"):
+                i = intervals[f"{role}/{kind}/{rate}"]
+                assert i["low"] <= ev.metric(f"test_{rate}{suffix}") <= i["high"], (role, kind, rate)
+    good = d.classes.index("good")
+    assert report_a.payload["inspection"]["defective"] == int((d.baseline.y_true != good).sum())
+
+
+def test_gallery_counts_come_from_the_predictions(report_a):
+    d = report_a.data
+    y, b_wrong, o_wrong = d.baseline.y_true, d.baseline.y_pred != d.baseline.y_true, d.best.y_pred != d.best.y_true
+    assert report_a.payload["gallery"] == {"optimal_wrong": int(o_wrong.sum()), "baseline_wrong": int(b_wrong.sum()),
+                                           "fixed": int((b_wrong & ~o_wrong).sum()), "new": int((o_wrong & ~b_wrong).sum())}
+    assert f"gets {int(o_wrong.sum())} of {len(y)} test images wrong" in report_a.html.read_text()
+
+
+def test_gallery_marks_what_the_other_model_answered():
+    """The optimal model's mistakes say NEW exactly where the baseline was right; the fixed picture holds exactly
+    the baseline's pictured mistakes that the optimal model gets right."""
+    from types import SimpleNamespace
+
+    import matplotlib.pyplot as plt
+
+    from mfexp import gallery
+    from mfexp.report.gallery import fixed_figure, optimal_figure
+
+    classes = ["good", "crack", "pit"]
+    y = np.array([0, 0, 1, 1, 2, 2])
+    base_pred, best_pred = np.array([0, 1, 0, 1, 1, 2]), np.array([1, 0, 0, 1, 2, 0])  # 3 wrong each, 1 shared
+    def ev(pred):  # what the figures read of an Evaluated run
+        return SimpleNamespace(y_true=y, y_pred=pred, dataset={"good_class": "good"}, run=SimpleNamespace(policy="p"))
+
+    def titles(fig):
+        return [ax.get_title() for ax in fig.axes if ax.get_title()]
+
+    data = SimpleNamespace(classes=classes, best_role="final", baseline=ev(base_pred), best=ev(best_pred))
+    thumbs = np.zeros((6, 16, 16, 1), np.uint8)
+    opt = gallery.find_mistakes(y, np.eye(3)[best_pred] * 0.8 + 0.2 / 3, 0, 10)  # rows 0, 2, 5
+    fig = optimal_figure(data, opt, thumbs[:len(opt)])
+    assert {int(i): t.endswith("NEW: baseline right") for i, t in zip(opt.index, titles(fig))} == {2: False, 5: True, 0: True}
+    plt.close(fig)
+    base = gallery.find_mistakes(y, np.eye(3)[base_pred] * 0.8 + 0.2 / 3, 0, 10)  # rows 2, 1, 4: optimal fixed 1 and 4
+    fig = fixed_figure(data, base, thumbs[:len(base)])
+    assert sorted(titles(fig)) == ["good → crack\n87%\nnow: good", "pit → crack\n87%\nnow: pit"]
+    assert "2 pictured of 2" in fig._suptitle.get_text()
+    plt.close(fig)
+
+
+def test_inspection_intervals_are_paired_and_match_their_definition():
+    from mfexp.report.inspection import paired_rates
+
+    rng = np.random.default_rng(2)
+    d = rng.random(400) < 0.3  # 30 % defective
+    a = np.where(d, rng.random(400) < 0.8, rng.random(400) < 0.10)  # flags: 20 % escapes, 10 % false rejects
+    b = np.where(d, rng.random(400) < 0.95, rng.random(400) < 0.05)
+    ci = paired_rates(d, {"a": a, "b": b}, [("a", "b")], samples=1000, seed=3, level=0.95)
+    esc = (d & ~b).sum() / d.sum() - (d & ~a).sum() / d.sum()
+    assert ci["b-a/escape_rate"].low < esc < ci["b-a/escape_rate"].high < 0  # fewer escapes, shown to be real
+    assert paired_rates(d, {"a": a, "b": b}, [("a", "b")], samples=1000, seed=3, level=0.95) == ci  # seeded
+    same = paired_rates(d, {"a": a, "b": a}, [("a", "b")], samples=200, seed=0, level=0.95)
+    assert same["b-a/false_reject_rate"].low == same["b-a/false_reject_rate"].high == 0.0  # paired: no spread
+    rng2, naive = np.random.default_rng(5), []  # index draws and the rate by its definition
+    for _ in range(400):
+        i = rng2.integers(0, 400, 400)
+        naive.append((~d[i] & a[i]).sum() / (~d[i]).sum())
+    lo, hi = np.percentile(naive, [2.5, 97.5])
+    assert abs(ci["a/false_reject_rate"].low - lo) < 0.02 and abs(ci["a/false_reject_rate"].high - hi) < 0.02
 
 
 # ------------------------------------------------------------------------------------- bootstrap

@@ -106,7 +106,8 @@ def test_test_metrics_equal_sklearn_on_logged_predictions(tracked):
     for i, c in enumerate(classes):
         expected |= {f"test_precision/{c}": p[i], f"test_recall/{c}": r[i], f"test_support/{c}": s[i]}
     logged = {k: v for k, v in tracked.run.data.metrics.items() if k.startswith("test_")}
-    assert logged.keys() == expected.keys()
+    inspection = {k for k in logged if "escape" in k or "reject" in k or "defect" in k}  # test_inspection_... below
+    assert logged.keys() - inspection == expected.keys()
     for k, v in expected.items():
         assert logged[k] == pytest.approx(float(v), abs=1e-6), k
     assert {c: logged[f"test_support/{c}"] for c in classes} == tracked.splits.test.counts()
@@ -140,6 +141,41 @@ def test_logged_model_loads_and_predicts(tracked):
     assert tuple(model.metadata.get_output_schema().inputs[0].shape) == (-1, len(test.classes))
     example = model.metadata.load_input_example(model.metadata.get_model_info().model_uri)
     assert np.asarray(example).shape == (2, 1, 16, 16)
+
+
+def test_inspection_metrics_threshold_and_gallery_are_logged(tracked):
+    """Issue 18: the threshold comes from the first fit's validation predictions; the test rates, the model's
+    metadata and the gallery agree with the logged predictions."""
+    from mfexp import gallery, inspection
+
+    m, classes, test = tracked.run.data.metrics, list(tracked.splits.classes), tracked.splits.test
+    val = pd.read_csv(_download(tracked.client, tracked.run_id, "val_predictions.csv", tracked.tmp / "v"))
+    df = pd.read_csv(_download(tracked.client, tracked.run_id, "test_predictions.csv", tracked.tmp / "t"))
+    cols = [f"prob/{c}" for c in classes]
+    good = classes.index("good")
+    threshold, val_metrics = inspection.validation_threshold(val["y_true"].to_numpy(), val[cols].to_numpy(), good,
+                                                             tracked.cfg.inspection.target_escape_rate)
+    assert m["defect_threshold"] == threshold and threshold is not None
+    assert {k: m[k] for k in val_metrics} == pytest.approx(val_metrics, abs=1e-12)
+    y, prob = df["y_true"].to_numpy(), df[cols].to_numpy()
+    expected = inspection.inspection_metrics(y, prob, good, threshold)
+    assert {"test_escape_rate", "test_false_reject_rate", "test_escape_rate_at_threshold",
+            "test_false_reject_rate_at_threshold", "test_defect_auroc"} <= expected.keys()
+    assert {k: m[k] for k in expected} == pytest.approx(expected, abs=1e-9)
+
+    mlflow.set_tracking_uri(tracked.store.uri)
+    meta = mlflow.pyfunc.load_model(f"runs:/{tracked.run_id}/model").metadata.metadata
+    assert meta["defect_threshold"] == threshold and meta["good_class"] == "good"
+
+    names = {a.path for a in tracked.client.list_artifacts(tracked.run_id)}
+    assert {"mistakes.png", "mistakes.npz"} <= names
+    mistakes, thumbs = gallery.load(_download(tracked.client, tracked.run_id, "mistakes.npz", tracked.tmp / "g"))
+    wrong = np.flatnonzero(df["y_pred"].to_numpy() != y)
+    assert set(mistakes.index.tolist()) <= set(wrong.tolist())
+    assert mistakes.total == len(wrong) and len(mistakes) == min(len(wrong), tracked.cfg.inspection.gallery_size)
+    assert np.array_equal(mistakes.index, gallery.find_mistakes(y, prob, good, 10**6).index[:len(mistakes)])
+    assert np.array_equal(thumbs, test.images[mistakes.index])  # the pictures are the test images (16 px: unscaled)
+    assert np.array_equal(mistakes.y_pred, df["y_pred"].to_numpy()[mistakes.index])
 
 
 # ---------------------------------------------------------------------------- determinism

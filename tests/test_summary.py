@@ -143,3 +143,37 @@ def test_compact_for_six_classes():
     text = _text(y, _onehot(np.zeros_like(y)))
     assert len(text.splitlines()) <= 25
     assert all(len(line) <= 140 for line in text.splitlines())
+
+
+# ------------------------------------------------------------------------------ inspection (issue 18)
+def _inspection(text: str) -> str:
+    (line,) = [line for line in text.splitlines() if line.startswith("inspection")]
+    return line
+
+
+def test_inspection_line_counts_escapes_and_false_rejects():
+    """_good_model: four of the eight cracks called good (escapes), two good parts called stain (false rejects)."""
+    y = _labels()
+    prob = _onehot(_good_model(y))  # P(good) 0.909 for a 'good' prediction, 0.018 otherwise: defect score 0.091 / 0.982
+    text = verdict(y, prob, CLASSES, best_epoch=3, epochs_run=15, good_class="good", threshold=0.5,
+                   target_escape_rate=0.01, run_name="r", run_id="i", experiment_id="7", tracking_uri=SQLITE)
+    line = _inspection(text)
+    assert line.startswith("inspection: escapes 10.0 % (4/40), false rejects 3.3 % (2/60); ")
+    assert "at threshold 0.5 (1 % val target): escapes 10.0 % (4/40), false rejects 3.3 % (2/60)" in line
+    # a threshold below every defect score flags every part: no escape, every good part rejected
+    low = _inspection(verdict(y, prob, CLASSES, best_epoch=3, epochs_run=15, good_class="good", threshold=0.05,
+                              run_name="r", run_id="i", experiment_id="7", tracking_uri=SQLITE))
+    assert "at threshold 0.05: escapes 0.0 % (0/40), false rejects 100.0 % (60/60)" in low
+
+
+def test_inspection_line_without_a_good_class_says_how_to_name_one():
+    y = _labels()
+    line = _inspection(_text(y, _onehot(_good_model(y))))
+    assert "no good class" in line and "data.good_class=<class>" in line and "escapes" not in line
+
+
+def test_inspection_line_when_the_test_split_has_no_defective_part():
+    y = np.zeros(10, dtype=np.int64)
+    line = _inspection(verdict(y, _onehot(y), CLASSES, best_epoch=1, epochs_run=1, good_class="good", run_name="r",
+                               run_id="i", experiment_id="7", tracking_uri=SQLITE))
+    assert line == "inspection: escapes n/a, false rejects 0.0 % (0/10)"

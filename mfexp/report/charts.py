@@ -327,6 +327,8 @@ def confusion_matrices(data: SweepData, path: Path) -> Path:
 
 
 def all_charts(data: SweepData, boot: Bootstrap, out: Path) -> dict[str, Path]:
+    from mfexp.report import gallery, inspection  # sections 7-8 (they import this module)
+
     out.mkdir(parents=True, exist_ok=True)
     return {
         "class_distribution": class_distribution(data, out / FILES["class_distribution"]),
@@ -337,4 +339,5 @@ def all_charts(data: SweepData, boot: Bootstrap, out: Path) -> dict[str, Path]:
         "precision": per_class(data, boot, "precision", out / FILES["precision"]),
         "error_rate": error_rate(data, boot, out / FILES["error_rate"]),
         "confusion_matrices": confusion_matrices(data, out / FILES["confusion_matrices"]),
+        **inspection.charts(data, out), **gallery.charts(data, out),
     }

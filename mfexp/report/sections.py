@@ -11,6 +11,7 @@ from datetime import datetime, timezone
 from html import escape
 
 from mfexp import keys
+from mfexp.report import gallery, inspection
 from mfexp.report.charts import axis_label
 from mfexp.report.page import Page, ci_pp, f4, img, kv, pct, pp, safe_uri
 from mfexp.report.ranking import ranking_check
@@ -227,10 +228,10 @@ def _error_rate(pg: Page) -> None:
 
 
 def _registry(pg: Page) -> None:
-    """7. Model registry: version, alias and why."""
+    """9. Model registry: version, alias and why."""
     reg = pg.reg
     add = pg.out.append
-    add("<h2>7. Model registry</h2>")
+    add("<h2>9. Model registry</h2>")
     if reg is None:
         add('<p class="muted">Not registered (registration was turned off).</p>')
     elif not reg.registered:
@@ -272,4 +273,4 @@ def _data_desc(p: dict) -> str:
 
 
 SECTIONS = (_title, _summary, _dataset_and_model, _policy, _full_budget_runs, _waterfall, _recall_precision,
-            _error_rate, _registry, _how_to_read)
+            _error_rate, inspection.section, gallery.section, _registry, _how_to_read)

@@ -7,8 +7,7 @@ import numpy as np
 import torch
 from mlflow.entities import Metric
 from torch.nn import functional as F
-from tqdm.auto import tqdm
-
+from mfexp import progress
 from mfexp_plugins import fid
 
 from .networks import Discriminator, Generator, shifts, translate
@@ -37,7 +36,7 @@ def train(
     losses: dict[str, list[float]] = {"gan.g_loss": [], "gan.d_loss": []}
     pending: list[Metric] = []
     net_g.train()
-    for step in tqdm(range(s.steps), desc="GAN", disable=not s.progress, leave=False):
+    for step in progress.bar(range(s.steps), "GAN", "auto" if s.progress else "off"):  # a line a minute in a file
         idx = torch.randint(len(xt), (bs,), generator=rng)
         real, y_real = xt[idx].to(device), yt[idx].to(device)
         # Fake labels are drawn from the real labels, so D sees the same class mix on both sides.
