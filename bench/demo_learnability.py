@@ -27,7 +27,7 @@ from mfexp.policy import Policy  # noqa: E402
 
 def main() -> None:
     with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
-        cfg = compose(config_name="config", overrides=["trainer.progress=false", "trainer.refit=false", *sys.argv[1:]])
+        cfg = compose(config_name="config", overrides=["trainer.progress=off", "trainer.refit=false", *sys.argv[1:]])
     start = time.perf_counter()
     splits = load_data(cfg.data)
     seed_everything(cfg.trainer)

@@ -99,7 +99,7 @@ def mfexp_run(root: Path, epochs: int, seed: int, overrides: str, store: Path, g
     uri = f"sqlite:///{store}/mlflow.db"
     cmd = [sys.executable, "-m", "mfexp", "data=folder", f"data.root={root}", "augment=none",
            f"trainer.epochs={epochs}", f"trainer.seed={seed}", f"data.seed={seed}", f"tracking.uri={uri}",
-           "tracking.experiment=recipe", "trainer.progress=false", f"hydra.run.dir={store}/hydra",
+           "tracking.experiment=recipe", "trainer.progress=off", f"hydra.run.dir={store}/hydra",
            *([f"data.good_class={good}"] if good else []), *shlex.split(overrides)]
     env = {**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1", "HF_HUB_OFFLINE": "1"}
     env.pop("MLFLOW_TRACKING_URI", None)

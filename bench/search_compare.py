@@ -45,7 +45,7 @@ _CFG = {}
 
 def overrides_for(policy, data_root: str, epochs: int, subset: float, seed: int, extra: list[str],
                   screening: bool = False) -> list[str]:
-    out = ["data=folder", f"data.root={data_root}", "trainer.progress=false", f"trainer.epochs={epochs}",
+    out = ["data=folder", f"data.root={data_root}", "trainer.progress=off", f"trainer.epochs={epochs}",
            f"data.subset={subset}", f"trainer.seed={seed}", *extra, *(["trainer.refit=false"] if screening else [])]
     if policy == "trivial":
         return out + ["augment=trivial"]

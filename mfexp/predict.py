@@ -48,16 +48,18 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     log = logging.getLogger("mfexp")  # progress lines when stderr is not a terminal (mfexp.progress)
-    if not log.handlers:
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("mfexp: %(message)s"))
-        log.addHandler(handler)
-        log.setLevel(logging.INFO)
+    handler, level = logging.StreamHandler(sys.stderr), log.level
+    handler.setFormatter(logging.Formatter("mfexp: %(message)s"))
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
     try:
         return run(args)
     except MfexpError as e:
         print(f"mfexp: error: {e}", file=sys.stderr)
         return e.exit_code
+    finally:
+        log.removeHandler(handler)
+        log.setLevel(level)
 
 
 def model_uri(args: argparse.Namespace) -> str:

@@ -62,11 +62,11 @@ def run(cfg: DictConfig) -> float:
                           on_blend=lambda n: mlflow.log_metric("synthetic_images", n),
                           after_fit=_density_probe(cfg, job) if cfg.probe.magnitudes else None,
                           refit_epochs=fit["best_epoch"] if fit else 0)
-        hist = trained.history
         if fit:  # the source run's fit stands for this run's: its validation results, stated as its (tag above)
             trained.val_prob, trained.val_labels = fit["val_prob"], fit["val_labels"]
             fitted = {k: fit[k] for k in (keys.BEST_VAL_LOSS, "best_epoch", keys.EPOCHS_RUN)}
         else:
+            hist = trained.history
             fitted = {keys.BEST_VAL_LOSS: hist.best_val_loss, "best_epoch": hist.best_epoch + 1,
                       keys.EPOCHS_RUN: len(hist.val_loss), keys.TRAIN_SECONDS: trained.seconds,
                       "train_images_per_second": trained.images_per_second}
@@ -135,7 +135,10 @@ def fit_source(run_id: str, job) -> dict:
 
     import pandas as pd
 
-    y, prob, _ = frame_to_arrays(pd.read_csv(io.StringIO(text)))
+    y, prob, their_classes = frame_to_arrays(pd.read_csv(io.StringIO(text)))
+    if list(their_classes) != list(job.splits.classes) or not np.array_equal(y, job.splits.val.labels):
+        raise ConfigError(f"{where}: that run's validation predictions are not of this run's validation split "
+                          "(classes or labels differ): refit only the same fit")
     return {keys.BEST_VAL_LOSS: m[keys.BEST_VAL_LOSS], "best_epoch": int(m["best_epoch"]), keys.EPOCHS_RUN: m[keys.EPOCHS_RUN],
             "val_prob": prob, "val_labels": y}
 

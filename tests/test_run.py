@@ -305,6 +305,8 @@ def test_refit_from_a_fit_gives_the_model_a_full_run_gives_and_keeps_the_fits_va
     # the refit alone makes the very model a full run makes (same initial weights, loaders, schedule)
     pd.testing.assert_frame_equal(frame(refit.info.run_id, "test_predictions.csv"), frame(full_id, "test_predictions.csv"))
     assert m["test_error_rate"] == full.metrics["test_error_rate"]
+    # the defect threshold is the fit's (chosen on its validation predictions), and it travels with the model
+    assert m["defect_threshold"] == src.metrics["defect_threshold"] == full.metrics["defect_threshold"]
 
 
 def test_refit_from_a_run_of_another_policy_is_refused_before_any_run(compose_cfg, mlflow_store):

@@ -54,7 +54,7 @@ def _page(pg: Page) -> tuple[str, dict]:
         "bootstrap": boot.as_dict(), "registry": reg.as_dict() if reg else None, "notes": data.notes,
         "ranking_verdict": data.sweep.tags.get(keys.TAG_RANKING_VERDICT),
         "ranking_agreement": data.sweep.tags.get(keys.TAG_RANKING_AGREEMENT),
-        "inspection": getattr(pg, "inspection", None), "gallery": getattr(pg, "gallery", None),  # sections 7-8
+        "inspection": pg.inspection, "gallery": pg.gallery,  # sections 7-8
         "values": w.values,
         # the data behind the search's charts (docs/report.md, "report.json")
         "parallel_coordinates": [{"name": p.name, "label": p.label, "role": p.role, "run_id": p.run_id,

@@ -188,6 +188,9 @@ def section(pg: Page) -> None:
         f"(before the refit on train + validation) as the highest one that lets at most {escape(share)} of "
         "validation's defective parts escape (<code>inspection.target_escape_rate</code>), and applies it unchanged "
         "on test.</p>")
+    if data.best_role == "baseline":
+        add('<p class="muted">The sweep delivered the baseline itself, so the optimal column repeats it and every '
+            "difference is zero.</p>")
     decisions, pairs = _decisions(v)
     ci = paired_rates(v.defective, decisions, pairs, pg.boot.samples, pg.boot.seed, pg.boot.level)
     pg.inspection = {"good_class": v.good_class, "defective": n_def, "good": n_good,

@@ -83,6 +83,8 @@ class Page:
     charts: dict[str, Path]
     reg: Registration | None
     out: list[str] = field(default_factory=list)
+    inspection: dict | None = None  # section 7's numbers for report.json, set by that section
+    gallery: dict | None = None  # section 8's counts for report.json
 
     def __post_init__(self) -> None:
         data, boot = self.data, self.boot
