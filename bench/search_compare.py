@@ -453,15 +453,22 @@ def main() -> None:
     ap.add_argument("--deadline", type=float, default=0, help="seconds; start no new method after this (0: none)")
     ap.add_argument("--imbalanced", metavar="GOOD", help="run on bench/recipe.py's imbalanced cut of --data: class GOOD "
                     "whole as the defect-free majority, 15 %% of every other class (a symlink tree, read in place)")
-    ap.add_argument("--summarize", metavar="JSON", help="only print the table of a saved run")
+    ap.add_argument("--summarize", metavar="JSON", nargs="+", help="only print the tables of saved runs; several files "
+                    "of the same cell (run in chunks of seeds) are pooled by seed")
     ap.add_argument("--rule", default=SearchConf().delivery_rule, choices=RULES,
                     help="the delivery rule behind the 'default kept' column (every rule is tabulated as well)")
     ap.add_argument("--vary-split", action="store_true", help="draw the validation split with each seed (data.seed=seed), "
                     "so seeds differ in the split as well as in training")
     args = ap.parse_args()
     if args.summarize:
-        saved = json.loads(Path(args.summarize).read_text())
-        a = saved["args"]
+        files = [json.loads(Path(f).read_text()) for f in args.summarize]
+        saved, a = files[0], files[0]["args"]
+        for other in files[1:]:
+            b = other["args"]
+            differ = [k for k in ("data", "epochs", "imbalanced", "methods", "vary_split", "override") if a.get(k) != b.get(k)]
+            if differ:
+                raise SystemExit(f"--summarize: {' '.join(args.summarize)} are not the same cell ({', '.join(differ)} differ)")
+            saved["seeds"].update(other["seeds"])
         columns = ["none", "trivial"] + a["methods"] + ([f"none@{a['short_epochs']}", f"trivial@{a['short_epochs']}"]
                                                        if a["short_epochs"] else [])
         print_table(summarize(saved, columns, a["methods"], args.rule))
