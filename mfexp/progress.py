@@ -92,7 +92,14 @@ def bar(iterable: Iterable, desc: str, setting="auto", interval: float = 60.0, s
     The result iterates like ``iterable`` and has tqdm's ``set_postfix(**values)``."""
     mode = resolve(setting, stream)
     if mode == "bar":
-        return tqdm(iterable, desc=desc, leave=False, file=stream)
+        # One iterator, made here: tqdm.auto's constructor calls iter() on what it wraps, and a second
+        # DataLoader iterator would draw from the loader's generator, so the sample order would depend
+        # on the display mode. Given an iterator, every mode trains on the same stream.
+        try:
+            total = len(iterable)  # type: ignore[arg-type]
+        except TypeError:
+            total = None
+        return tqdm(iter(iterable), total=total, desc=desc, leave=False, file=stream)
     if mode == "lines":
         return _Lines(iterable, desc, interval, clock)
     return _Quiet(iterable)

@@ -39,6 +39,7 @@ def champion(tmp_path_factory, mlflow_store_factory, compose_cfg):
     logged = pd.read_csv(client.download_artifacts(r.info.run_id, "test_predictions.csv", str(tmp)))
     demo = make_demo(default_cache_dir(), DEMO_PER_CLASS, 16, 0)
     return SimpleNamespace(tmp=tmp, store=store, run_id=r.info.run_id, logged=logged, demo=demo,
+                           threshold=r.data.metrics["defect_threshold"],
                            classes=[c[len("prob/"):] for c in logged.columns if c.startswith("prob/")])
 
 
@@ -48,7 +49,8 @@ def test_predict_on_the_test_folder_gives_the_logged_test_predictions(champion):
                        capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stderr[-3000:]
     assert f"classified by models:/{NAME}@champion (16 px, 1 channel(s))" in p.stdout
-    assert "no part flagged: the model stores no defect_threshold" in p.stdout
+    # the threshold the run chose on validation travels with the model: the same flags as the run's decision
+    assert f"flagged defective: defect_score = 1 - P(good) >= {champion.threshold:g}" in p.stdout
     got = pd.read_csv(out)
     got["path"] = [Path(s).relative_to(champion.demo).as_posix() for s in got["path"]]
     logged = champion.logged
@@ -56,10 +58,11 @@ def test_predict_on_the_test_folder_gives_the_logged_test_predictions(champion):
     assert sorted(got["path"]) == sorted(logged["path"]) and len(got) == len(logged) == n_files  # every test image, once
     got, logged = got.set_index("path").loc[logged["path"]], logged.set_index("path")
     cols = [f"prob/{c}" for c in champion.classes]
-    assert list(got.columns) == ["predicted", *cols, "defect_score"]
+    assert list(got.columns) == ["predicted", *cols, "defect_score", "defect"]
     assert list(got["predicted"]) == [champion.classes[i] for i in logged["y_pred"]]
     np.testing.assert_allclose(got[cols].to_numpy(), logged[cols].to_numpy(), rtol=0, atol=1e-6)
     np.testing.assert_allclose(got["defect_score"], 1 - logged["prob/good"], rtol=0, atol=1e-6)
+    assert got["defect"].tolist() == (got["defect_score"] >= champion.threshold).tolist()
 
 
 def test_the_registered_model_still_serves_pyfunc_users(champion):

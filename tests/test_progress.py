@@ -83,3 +83,20 @@ def test_redirected_run_writes_a_line_per_epoch_and_the_inspection_verdict(cli, 
     verdict = [line for line in out.splitlines() if line.startswith("inspection: escapes ")]
     assert len(verdict) == 1 and "false rejects" in verdict[0] and "at threshold" in verdict[0]
 
+
+
+@pytest.mark.parametrize("mode", ["bar", "lines", "off"])
+def test_the_display_does_not_change_what_is_trained_on(mode):
+    """The same seeded DataLoader gives the same batches whatever the progress mode (tqdm.auto's
+    constructor iterates what it wraps; a second DataLoader iterator would draw from the generator)."""
+    import torch
+    from torch.utils.data import DataLoader, TensorDataset
+
+    def batches(setting):
+        loader = DataLoader(TensorDataset(torch.arange(40)), batch_size=8, shuffle=True,
+                            generator=torch.Generator().manual_seed(0))
+        return [[b[0].tolist() for b in progress.bar(loader, "epoch", setting, stream=io.StringIO())] for _ in range(2)]
+
+    plain = [[b[0].tolist() for b in DataLoader(TensorDataset(torch.arange(40)), batch_size=8, shuffle=True,
+                                                generator=g)] for g in [torch.Generator().manual_seed(0)] for _ in range(2)]
+    assert batches(mode) == plain

@@ -240,12 +240,13 @@ def _assert_well_formed(runs, output: str) -> tuple:
 
 @pytest.fixture(scope="module")
 def sweep(tmp_path_factory, mlflow_store_factory):
-    """flip, then cutout forced to fail (m=2.0 is outside [0, 1]); one noise seed and a negative floor
-    make flip's verdict certain (kept), so the full-budget final run always exists; with the reference."""
+    """flip, then cutout forced to fail (m=2.0 is outside [0, 1]), with the reference. One noise seed: the
+    noise is 0, so flip is kept when its screening loss is lower at all; with data.seed=3 it is (1.5994
+    against the baseline's 1.6010 on this CPU), so the full-budget final run exists."""
     tmp = tmp_path_factory.mktemp("sweep")
     store = mlflow_store_factory(tmp / "mlruns")
     proc = mfexp_cli(_args(store, tmp, "search.order=[flip,cutout]", "search.space.cutout.m=[2.0]",
-                           "search.noise_seeds=1", "search.min_improvement=-1000"),
+                           "search.noise_seeds=1", "data.seed=3"),
                      tmp, ENV, timeout=900)
     output = proc.stdout + proc.stderr
     assert proc.returncode == 0, output[-5000:]
