@@ -63,7 +63,7 @@ def axis_label(axis: str) -> str:
 def _pct(ax, axis: str = "y") -> None:
     from matplotlib.ticker import PercentFormatter
 
-    (ax.yaxis if axis == "y" else ax.xaxis).set_major_formatter(PercentFormatter(1.0, decimals=0))
+    (ax.yaxis if axis == "y" else ax.xaxis).set_major_formatter(PercentFormatter(1.0, decimals=None))  # None: as many decimals as the range needs
 
 
 # ------------------------------------------------------------------------------ dataset

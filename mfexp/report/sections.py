@@ -114,7 +114,12 @@ def _policy(pg: Page) -> None:
         pass
     kept = ", ".join(data.kept) or "none"
     rejected = ", ".join(f"{t} ({reasons[t]})" if isinstance(reasons, dict) and t in reasons else t for t in data.rejected) or "none"
-    add(kv([("kept, in search order", escape(kept)), ("rejected", escape(rejected)),
+    labels = ("kept, in search order", "rejected")
+    if data.proposals:  # density: the ranking's top techniques make the nested candidates; diverse samples every admitted one
+        labels = ("nested sequence (density ranking)", "not in the nested sequence")
+        if any(p.get("kind") == "diverse" for p in data.proposals):
+            kept += "; diverse samples every admitted technique"
+    add(kv([(labels[0], escape(kept)), (labels[1], escape(rejected)),
              ("search order (axes)", escape(", ".join(axis_label(a) for a in data.axes)))]))
     add("<h3>Search cost</h3>")
     wall = data.sweep_metric(keys.SEARCH_WALL_SECONDS)

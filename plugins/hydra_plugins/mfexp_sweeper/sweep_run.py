@@ -179,6 +179,17 @@ class SweepRun:
         return decide(base, others, rule, level, correct)
 
     # -- the end -----------------------------------------------------------------------------
+    @staticmethod
+    def _kept_lines(outcome) -> list[str]:
+        """The console's technique lines: a staged search keeps or rejects; density matching ranks for the nested
+        candidates, while ``diverse`` samples every admitted technique."""
+        why = ", ".join(f"{t} ({r})" for t, r in outcome.rejected.items()) or "none"
+        if not outcome.proposals:
+            return [f"  kept: {', '.join(outcome.kept) or 'none'}", f"  rejected: {why}"]
+        return [f"  nested sequence: {', '.join(outcome.kept) or 'none'}"
+                + ("; diverse samples every admitted technique" if any(p["kind"] == "diverse" for p in outcome.proposals) else ""),
+                f"  not in the nested sequence: {why}"]
+
     def finish(self, outcome: Outcome, baseline: Result, final: Result | None, reference: Result | None,
                decision: Decision, cost: dict, report: Callable[..., Any] | None, model_name: str | None) -> None:
         """Tag what is delivered and why, log the outcome and the cost on the sweep run, call the report, print the summary.
@@ -285,8 +296,7 @@ class SweepRun:
             f"  why: {decision.reason}",
             f"  validation (val loss / errors of {decision.n}): baseline {decision.baseline_loss:.4f} / "
             f"{decision.baseline_errors} errors" + (f"; {'; '.join(trained)}" if trained else ""),
-            f"  kept: {', '.join(outcome.kept) or 'none'}",
-            f"  rejected: {', '.join(f'{t} ({why})' for t, why in outcome.rejected.items()) or 'none'}",
+            *self._kept_lines(outcome),
             *([f"  search: {outcome.note}"] if outcome.note else []),
             *([f"  screening vs full budget: {agreement.text}"] if agreement is not None else []),
             f"  search cost: {cost['candidates']} candidates, {cost['full_epochs']:.1f} full-data epochs = "
