@@ -115,7 +115,7 @@ def _policy(pg: Page) -> None:
     kept = ", ".join(data.kept) or "none"
     rejected = ", ".join(f"{t} ({reasons[t]})" if isinstance(reasons, dict) and t in reasons else t for t in data.rejected) or "none"
     labels = ("kept, in search order", "rejected")
-    if data.proposals:  # density: the ranking's top techniques make the nested candidates; diverse samples every admitted one
+    if data.sweep.params.get("search.backend") == "density":  # the ranking's top techniques make the nested candidates
         labels = ("nested sequence (density ranking)", "not in the nested sequence")
         if any(p.get("kind") == "diverse" for p in data.proposals):
             kept += "; diverse samples every admitted technique"

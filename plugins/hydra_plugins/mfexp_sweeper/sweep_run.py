@@ -179,12 +179,11 @@ class SweepRun:
         return decide(base, others, rule, level, correct)
 
     # -- the end -----------------------------------------------------------------------------
-    @staticmethod
-    def _kept_lines(outcome) -> list[str]:
+    def _kept_lines(self, outcome) -> list[str]:
         """The console's technique lines: a staged search keeps or rejects; density matching ranks for the nested
         candidates, while ``diverse`` samples every admitted technique."""
         why = ", ".join(f"{t} ({r})" for t, r in outcome.rejected.items()) or "none"
-        if not outcome.proposals:
+        if self.settings["backend"] != "density":
             return [f"  kept: {', '.join(outcome.kept) or 'none'}", f"  rejected: {why}"]
         return [f"  nested sequence: {', '.join(outcome.kept) or 'none'}"
                 + ("; diverse samples every admitted technique" if any(p["kind"] == "diverse" for p in outcome.proposals) else ""),
