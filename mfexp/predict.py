@@ -18,6 +18,7 @@ import numpy as np
 
 from mfexp.decode import DEFAULT_MAX_PIXELS, decode
 from mfexp.errors import ConfigError, DataError, MfexpError
+from mfexp.inspection import defect_scores, threshold_flags
 from mfexp.intake import Skipped, walk
 
 NEEDED = ("classes", "image_size", "channels")  # model metadata written by mfexp.run.model_metadata
@@ -166,11 +167,11 @@ def _defects(df, prob: np.ndarray, classes: list[str], meta: dict) -> str:
     good, threshold = meta.get("good_class"), meta.get("defect_threshold")
     if good not in classes:
         return "no defect score: the model names no good class (data.good_class was unset in training)"
-    df["defect_score"] = 1.0 - prob[:, classes.index(good)]
+    df["defect_score"] = defect_scores(prob, classes.index(good))
     if threshold is None:
         return (f"no part flagged: the model stores no defect_threshold; defect_score = 1 - P({good}) is in the CSV "
                 "for a threshold of your own")
-    df["defect"] = df["defect_score"] >= float(threshold)
+    df["defect"] = threshold_flags(df["defect_score"].to_numpy(), float(threshold))
     return f"{int(df['defect'].sum())} of {len(df)} flagged defective: defect_score = 1 - P({good}) >= {float(threshold):g}"
 
 

@@ -49,16 +49,19 @@ def resolve(setting, stream=None) -> str:
         return "lines"
 
 
+def _length(iterable: Iterable) -> int | None:
+    try:
+        return len(iterable)  # type: ignore[arg-type]
+    except TypeError:
+        return None
+
+
 class _Lines:
     """Iterates like tqdm; logs ``desc: i/n, postfix (elapsed)`` at most once per ``interval`` seconds."""
 
     def __init__(self, iterable: Iterable, desc: str, interval: float, clock: Callable[[], float]):
         self.iterable, self.desc, self.interval, self.clock = iterable, desc, interval, clock
-        self.postfix = ""
-        try:
-            self.total: int | None = len(iterable)  # type: ignore[arg-type]
-        except TypeError:
-            self.total = None
+        self.postfix, self.total = "", _length(iterable)
 
     def set_postfix(self, **values) -> None:
         self.postfix = ", ".join(f"{k} {v}" for k, v in values.items())
@@ -95,11 +98,7 @@ def bar(iterable: Iterable, desc: str, setting="auto", interval: float = 60.0, s
         # One iterator, made here: tqdm.auto's constructor calls iter() on what it wraps, and a second
         # DataLoader iterator would draw from the loader's generator, so the sample order would depend
         # on the display mode. Given an iterator, every mode trains on the same stream.
-        try:
-            total = len(iterable)  # type: ignore[arg-type]
-        except TypeError:
-            total = None
-        return tqdm(iter(iterable), total=total, desc=desc, leave=False, file=stream)
+        return tqdm(iter(iterable), total=_length(iterable), desc=desc, leave=False, file=stream)
     if mode == "lines":
         return _Lines(iterable, desc, interval, clock)
     return _Quiet(iterable)

@@ -18,7 +18,7 @@ from mfexp import inspection as insp
 from mfexp import keys
 from mfexp.report.charts import BASE, GOOD, _byline, _save, _theme, optimal_label
 from mfexp.report.page import Page, img, pp
-from mfexp.report.stats import CHUNK, Interval, _interval
+from mfexp.report.stats import Interval, _interval, _rates, resamples
 from mfexp.report.sweep_data import Evaluated, SweepData
 
 
@@ -77,15 +77,7 @@ def paired_rates(defective: np.ndarray, decisions: dict[str, np.ndarray], pairs:
     names = list(decisions)
     hits = np.stack([c for n in names for c in (d & ~decisions[n], ~d & decisions[n])], axis=1).astype(np.float64)
     totals = np.stack([c for _ in names for c in (d, ~d)], axis=1).astype(np.float64)
-    n = len(d)
-    rng = np.random.default_rng(seed)
-    out, done = [], 0
-    while done < samples:
-        w = rng.multinomial(n, np.full(n, 1.0 / n), size=min(CHUNK, samples - done)).astype(np.float64)
-        num, den = w @ hits, w @ totals
-        out.append(np.divide(num, den, out=np.full_like(num, np.nan), where=den > 0))
-        done += len(w)
-    r = np.concatenate(out)
+    r = np.concatenate([_rates(w, hits, totals, empty=np.nan) for w in resamples(len(d), samples, seed)])
     col = {f"{name}/{rate}": r[:, 2 * i + j] for i, name in enumerate(names) for j, rate in enumerate(RATES)}
     diffs = {f"{b}-{a}/{rate}": col[f"{b}/{rate}"] - col[f"{a}/{rate}"] for a, b in pairs for rate in RATES}
     return {k: _interval(v, level) for k, v in {**col, **diffs}.items() if np.isfinite(v).any()}

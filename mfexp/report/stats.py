@@ -67,10 +67,22 @@ class Bootstrap:
         }
 
 
-def _rates(w: np.ndarray, hits: np.ndarray, totals: np.ndarray) -> np.ndarray:
-    """(B, K) ratios sum(w * hits) / sum(w * totals) with 0 where the denominator is 0."""
+def _rates(w: np.ndarray, hits: np.ndarray, totals: np.ndarray, empty: float = 0.0) -> np.ndarray:
+    """(B, K) ratios sum(w * hits) / sum(w * totals), ``empty`` where the denominator is 0."""
     num, den = w @ hits, w @ totals
-    return np.divide(num, den, out=np.zeros_like(num), where=den > 0)
+    return np.divide(num, den, out=np.full_like(num, empty), where=den > 0)
+
+
+def resamples(n: int, samples: int, seed: int):
+    """Paired bootstrap weights: (m, n) resample counts of the n items, ``samples`` rows in chunks of CHUNK.
+
+    Every statistic drawn from the same ``seed`` sees the same resamples, so the report's intervals pair."""
+    rng = np.random.default_rng(seed)
+    done = 0
+    while done < samples:
+        m = min(CHUNK, samples - done)
+        yield rng.multinomial(n, np.full(n, 1.0 / n), size=m).astype(np.float64)
+        done += m
 
 
 def _interval(values: np.ndarray, level: float) -> Interval:
@@ -90,18 +102,13 @@ def paired_bootstrap(y_true: np.ndarray, pred_baseline: np.ndarray, pred_best: n
     eye = np.eye(k)
     truth, pa, pb = eye[y], eye[a], eye[b]  # (n, K) one-hot
     wrong = np.stack([a != y, b != y], axis=1).astype(np.float64)  # (n, 2)
-    rng = np.random.default_rng(seed)
     err, rec_a, rec_b, pre_a, pre_b = [], [], [], [], []
-    done = 0
-    while done < samples:
-        m = min(CHUNK, samples - done)
-        w = rng.multinomial(n, np.full(n, 1.0 / n), size=m).astype(np.float64)  # (m, n) resample counts
+    for w in resamples(n, samples, seed):  # (m, n) resample counts
         err.append(w @ wrong / n)
         rec_a.append(_rates(w, truth * pa, truth))
         rec_b.append(_rates(w, truth * pb, truth))
         pre_a.append(_rates(w, truth * pa, pa))
         pre_b.append(_rates(w, truth * pb, pb))
-        done += m
     e = np.concatenate(err)
     e_a, e_b = e[:, 0], e[:, 1]
     reduction = e_a - e_b
